@@ -1,0 +1,1 @@
+"""Benchmarks whose results are recorded in docs/BENCHMARKS.md."""

@@ -1,0 +1,1 @@
+"""Export trained runs (SavedModel in TF Serving layout, ONNX)."""

@@ -1,0 +1,1 @@
+"""A TF Serving-compatible gRPC server and client."""
