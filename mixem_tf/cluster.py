@@ -161,3 +161,40 @@ def assign(features, centroids, *, normalize: bool = False) -> np.ndarray:
         (features**2).sum(1, keepdims=True) - 2 * features @ centroids.T + (centroids**2).sum(1)
     )
     return np.argmin(squared, axis=1).astype(np.int64)
+
+
+SETTINGS_BY_NAME = {"official": OFFICIAL, "sklearn": SKLEARN}
+
+
+def readout_table(features: dict, labels, num_clusters: int, *, settings="official",
+                  default: dict | None = None, seed: int = 0) -> list[dict]:
+    """K-means on every feature, raw and L2-normalised, scored against `labels`.
+
+    Args:
+        features: name → [N, D] array (e.g. {"h": ..., "z": ...}).
+        labels: ground truth for scoring, or None (then only cluster sizes are reported).
+        default: {"feature", "normalize"} of the read-out to mark as the method's default.
+
+    Returns:
+        One row per read-out: feature, normalize, clustering, acc, nmi, ari, default,
+        cluster_sizes (and the K-means centroids under "centroids", for export).
+    """
+    from mixem_tf.metrics import cluster_sizes, evaluate_clustering
+
+    if isinstance(settings, str):
+        settings = SETTINGS_BY_NAME[settings]
+    rows = []
+    for name, values in features.items():
+        for normalize in (False, True):
+            result = kmeans(values, num_clusters, settings=settings, normalize=normalize,
+                            seed=seed)
+            scores = evaluate_clustering(labels, result.labels) if labels is not None else {}
+            is_default = bool(default) and default.get("feature") == name and bool(
+                default.get("normalize")) == normalize
+            rows.append({
+                "feature": name, "normalize": normalize, "clustering": "kmeans", **scores,
+                "default": is_default,
+                "cluster_sizes": cluster_sizes(result.labels, num_clusters).tolist(),
+                "centroids": result.centroids,
+            })
+    return rows

@@ -1,0 +1,216 @@
+"""`folder:PATH`: the user's own images, decoded with Pillow.
+
+Rules:
+- Files are found recursively (symbolic links followed, each directory visited once; hidden
+  files and directories, whose names start with ".", are ignored) and sorted by relative path,
+  so the order, and therefore everything downstream, is deterministic.
+- Image files are those ending in .jpg, .jpeg, .png, .bmp or .gif (any case). GIFs give their
+  first frame.
+- Images are converted to RGB (default) or, with ``channels=1``, to grey (luma, ITU-R 601),
+  the way torchvision's ImageFolder loader does (``convert("RGB")``: alpha is dropped, not
+  composited; no EXIF rotation), then resized to `image_size` with Pillow's antialiased
+  BILINEAR filter, stretching to the target aspect ratio (``Resize((h, w))``) unless
+  ``keep_aspect=True``, which centre-crops to the target aspect ratio first.
+  JPEGs at least twice the target size are decoded at reduced scale (``Image.draft``) first.
+- Labels: when every decoded image lies inside a first-level sub-folder, the sub-folder names,
+  sorted, become the classes (``class_names``) and their index the label, like ImageFolder.
+  Otherwise labels are None (a plain unlabelled collection).
+- Files that cannot be decoded and files without an image extension are skipped and reported
+  in one `UserWarning` that counts them and names the first few.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from mixem_tf.data.dataset import ImageDataset, parse_image_size
+
+__all__ = ["DEFAULT_FOLDER_IMAGE_SIZE", "IMAGE_EXTENSIONS", "load_folder"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+DEFAULT_FOLDER_IMAGE_SIZE = 96  # STL-10's size; what MiCE uses for its ImageFolder datasets
+_SHOWN_PATHS = 5  # how many skipped paths the warning names
+
+
+def _walk(root: Path) -> list[Path]:
+    """All non-hidden files under `root`, following links but never a directory twice."""
+    seen = set()
+    found = []
+    for directory, subdirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirs[:] = []
+            continue
+        seen.add(real)
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        found.extend(Path(directory, f) for f in files if not f.startswith("."))
+    return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+def _centre_crop_box(width: int, height: int, target_w: int, target_h: int):
+    """(left, upper, right, lower) of the largest centred box with the target aspect ratio."""
+    if width * target_h > height * target_w:  # too wide
+        new_w = max(1, round(height * target_w / target_h))
+        left = (width - new_w) // 2
+        return left, 0, left + new_w, height
+    new_h = max(1, round(width * target_h / target_w))
+    upper = (height - new_h) // 2
+    return 0, upper, width, upper + new_h
+
+
+def _to_mode(image, channels: int):
+    """`image` as an 8-bit "RGB" or "L" Pillow image."""
+    from PIL import Image
+
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if values.max(initial=0) > 255:  # 16-bit data: keep the top 8 bits
+            values = values / 257.0
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    elif mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # what Pillow recommends for palette + transparency
+    target = "RGB" if channels == 3 else "L"
+    return image if image.mode == target else image.convert(target)
+
+
+def _decode(path: Path, size_hw: tuple[int, int], channels: int, keep_aspect: bool):
+    """One image as uint8 [h, w, C]."""
+    from PIL import Image
+
+    height, width = size_hw
+    with Image.open(path) as image:
+        image.seek(0)  # the first frame of a GIF
+        if image.format == "JPEG" and image.width >= 2 * width and image.height >= 2 * height:
+            image.draft(None, (width, height))  # DCT-domain down-scaling, >= the target size
+        image = _to_mode(image, channels)
+        box = None
+        if keep_aspect:
+            box = _centre_crop_box(image.width, image.height, width, height)
+        if image.size != (width, height) or box is not None:
+            image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+        array = np.asarray(image, dtype=np.uint8)
+    return array.reshape(height, width, channels)
+
+
+def _labels_from_subfolders(relative: list[tuple[str, ...]]):
+    """(labels, class_names) when every image lies in a first-level sub-folder, else None."""
+    if not relative or any(len(parts) < 2 for parts in relative):
+        return None
+    class_names = tuple(sorted({parts[0] for parts in relative}))
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = np.array([index[parts[0]] for parts in relative], dtype=np.int64)
+    return labels, class_names
+
+
+def _skipped_message(root, unreadable, ignored) -> str:
+    parts = []
+    if unreadable:
+        shown = ", ".join(f"{p} ({why})" for p, why in unreadable[:_SHOWN_PATHS])
+        more = f", and {len(unreadable) - _SHOWN_PATHS} more" if len(unreadable) > _SHOWN_PATHS else ""
+        parts.append(f"{len(unreadable)} unreadable image file(s): {shown}{more}")
+    if ignored:
+        shown = ", ".join(str(p) for p in ignored[:_SHOWN_PATHS])
+        more = f", and {len(ignored) - _SHOWN_PATHS} more" if len(ignored) > _SHOWN_PATHS else ""
+        parts.append(
+            f"{len(ignored)} file(s) without an image extension "
+            f"({', '.join(IMAGE_EXTENSIONS)}): {shown}{more}"
+        )
+    return f"folder:{root}: skipped " + "; ".join(parts)
+
+
+def load_folder(
+    path,
+    *,
+    image_size=DEFAULT_FOLDER_IMAGE_SIZE,
+    channels: int = 3,
+    keep_aspect: bool = False,
+    num_workers: int | None = None,
+) -> ImageDataset:
+    """All images under `path` as one `ImageDataset` (single split ``"all"``).
+
+    Args:
+        path: the folder, searched recursively.
+        image_size: int or (height, width) every image is resized to (default 96).
+        channels: 3 (RGB, default) or 1 (grey).
+        keep_aspect: centre-crop to the target aspect ratio before resizing, instead of
+            stretching.
+        num_workers: decoding threads (default: min(8, CPU count)).
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        NotADirectoryError: `path` is a file.
+        ValueError: no image files under `path`, none of them decodable, or a bad
+            `image_size` / `channels`.
+
+    Example:
+        >>> ds = load_folder("~/photos", image_size=64)   # or load_dataset("folder:~/photos")
+    """
+    from PIL import Image  # noqa: F401  (fail early, with the real ImportError, if missing)
+
+    size_hw = parse_image_size(image_size)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    root = Path(os.path.expanduser(str(path)))
+    if not root.exists():
+        raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{str(root)!r} is not a folder (folder:PATH needs a folder)")
+    root = root.resolve()
+
+    files = _walk(root)
+    candidates = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    ignored = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    if not candidates:
+        found = f"{len(files)} other file(s)" if files else "no files at all"
+        raise ValueError(
+            f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}: found {found}"
+        )
+
+    height, width = size_hw
+    images = np.empty((len(candidates), height, width, channels), np.uint8)
+    errors: list[str | None] = [None] * len(candidates)
+
+    def work(i: int) -> None:
+        try:
+            images[i] = _decode(candidates[i], size_hw, channels, keep_aspect)
+        except Exception as exc:  # any decoding failure means "skip this file"
+            errors[i] = f"{type(exc).__name__}: {exc}"
+
+    workers = num_workers or min(8, os.cpu_count() or 1)
+    if workers > 1 and len(candidates) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(work, range(len(candidates))))
+    else:
+        for i in range(len(candidates)):
+            work(i)
+
+    ok = np.array([e is None for e in errors])
+    unreadable = [(candidates[i], errors[i]) for i in np.flatnonzero(~ok)]
+    if not ok.any():
+        shown = "; ".join(f"{p}: {why}" for p, why in unreadable[:_SHOWN_PATHS])
+        raise ValueError(
+            f"none of the {len(candidates)} image files under {str(root)!r} could be decoded "
+            f"(first failures: {shown})"
+        )
+    if unreadable or ignored:
+        warnings.warn(_skipped_message(root, unreadable, ignored), UserWarning, stacklevel=2)
+    if not ok.all():
+        images = images[ok]
+    kept = [p for p, good in zip(candidates, ok) if good]
+
+    labelled = _labels_from_subfolders([p.relative_to(root).parts for p in kept])
+    labels, class_names = labelled if labelled else (None, None)
+    return ImageDataset(
+        name=f"folder:{root}",
+        images=images,
+        labels=labels,
+        num_classes=len(class_names) if class_names else None,
+        class_names=class_names,
+        split="all",
+    )

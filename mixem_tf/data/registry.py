@@ -1,0 +1,244 @@
+"""Dataset names → sources: `load_dataset`, `dataset_info`, `DATASET_NAMES`.
+
+| name | source | splits (images) | image | classes |
+| --- | --- | --- | --- | --- |
+| ``stl10`` | TFDS ``stl10`` | train 5k, test 8k, unlabeled 100k (no labels) | 96×96×3 | 10 |
+| ``cifar10`` | TFDS ``cifar10`` | train 50k, test 10k | 32×32×3 | 10 |
+| ``cifar100_20`` | TFDS ``cifar100``, 20 superclasses | train 50k, test 10k | 32×32×3 | 20 |
+| ``mnist`` | TFDS ``mnist`` | train 60k, test 10k | 28×28×1 | 10 |
+| ``fashion_mnist`` | IDX files, else TFDS | train 60k, test 10k | 28×28×1 | 10 |
+| ``digits`` | scikit-learn | all 1797 | 8×8×1 | 10 |
+| ``folder:PATH`` | Pillow | all | 96×96×3 by default | sub-folders |
+
+Every name also accepts ``split="all"``: train + test concatenated (never STL-10's unlabeled
+images). Single-split sources (``digits``, ``folder:``) return their whole set for ``"all"``,
+``"train"`` and ``"test"`` alike, so a protocol that trains and evaluates on "different"
+splits of them trains and evaluates on the same images.
+
+Fashion-MNIST is read from IDX files (`mixem_tf.data.idx`) whenever they exist, first in
+`data_dir`, then in the Debian package's directory; only if neither holds them is TFDS used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from mixem_tf.data import idx
+from mixem_tf.data.dataset import DatasetUnavailableError, ImageDataset, parse_image_size
+from mixem_tf.data.digits import DIGITS_CLASS_NAMES
+from mixem_tf.data.folder import DEFAULT_FOLDER_IMAGE_SIZE
+from mixem_tf.data.tfds_source import TFDS_SOURCES
+
+__all__ = [
+    "DATASET_NAMES",
+    "DatasetInfo",
+    "DatasetUnavailableError",
+    "dataset_info",
+    "load_dataset",
+]
+
+DATASET_NAMES = ("stl10", "cifar10", "cifar100_20", "mnist", "fashion_mnist", "digits",
+                 "folder:PATH")  # fmt: skip
+_FOLDER_PREFIX = "folder:"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset name holds, known without loading it.
+
+    Attributes:
+        name: the name as given.
+        num_classes: ground-truth classes, or None when unknown before loading (folders).
+        image_shape: (H, W, C) as stored; a folder's is the default resize target.
+        channels: C.
+        splits: split name -> number of images (None when unknown before loading).
+        labeled_splits: the splits that have labels.
+        class_names: one per class, or None.
+        source: where the data comes from.
+    """
+
+    name: str
+    num_classes: int | None
+    image_shape: tuple[int, int, int]
+    channels: int
+    splits: Mapping[str, int | None]
+    labeled_splits: tuple[str, ...]
+    class_names: tuple[str, ...] | None
+    source: str
+
+    @property
+    def single_split(self) -> bool:
+        """True for sources with one split (``all``): digits, folders."""
+        return tuple(self.splits) == ("all",)
+
+
+def _unknown_name(name) -> ValueError:
+    return ValueError(
+        f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)} "
+        "(folder:PATH with the path of an image folder)"
+    )
+
+
+def _folder_path(name: str) -> str:
+    path = name[len(_FOLDER_PREFIX) :]
+    if not path.strip():
+        raise ValueError("folder: needs a path, e.g. 'folder:/data/my_images'")
+    return path
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Classes, image shape, channels and splits of `name`, without loading any data.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones).
+    """
+    if not isinstance(name, str):
+        raise _unknown_name(name)
+    if name in TFDS_SOURCES:
+        source = TFDS_SOURCES[name]
+        origin = f"TFDS builder {source.builder!r}"
+        if name == "fashion_mnist":
+            origin = f"IDX files (default {idx.FASHION_MNIST_DIR}), else {origin}"
+        labeled = tuple(s for s in source.splits if s not in source.unlabeled_splits)
+        return DatasetInfo(
+            name=name,
+            num_classes=source.num_classes,
+            image_shape=source.image_shape,
+            channels=source.image_shape[-1],
+            splits=dict(source.split_sizes),
+            labeled_splits=labeled,
+            class_names=source.class_names,
+            source=origin,
+        )
+    if name == "digits":
+        return DatasetInfo("digits", 10, (8, 8, 1), 1, {"all": 1797}, ("all",),
+                           DIGITS_CLASS_NAMES, "scikit-learn load_digits")  # fmt: skip
+    if name.startswith(_FOLDER_PREFIX):
+        path = _folder_path(name)
+        size = DEFAULT_FOLDER_IMAGE_SIZE
+        return DatasetInfo(name, None, (size, size, 3), 3, {"all": None}, ("all",), None,
+                           f"image folder {path!r} (labels from sub-folders if every image "
+                           "is in one)")  # fmt: skip
+    raise _unknown_name(name)
+
+
+def _check_split(info: DatasetInfo, split: str) -> str:
+    valid = list(info.splits)
+    if info.single_split:
+        valid += ["train", "test"]
+    elif "all" not in valid:
+        valid.append("all")
+    if split not in valid:
+        raise ValueError(f"dataset {info.name!r} has no split {split!r}; valid splits: {valid}")
+    return "all" if info.single_split else split
+
+
+def _load_fashion_mnist(split: str, data_dir, download: bool) -> ImageDataset:
+    searched = []
+    for directory in (data_dir, idx.FASHION_MNIST_DIR):
+        if directory is None:
+            continue
+        searched.append(str(directory))
+        files = idx.find_idx_split(directory, split)
+        if files:
+            return idx.load_idx_dataset(
+                *files,
+                name="fashion_mnist",
+                num_classes=10,
+                class_names=idx.FASHION_MNIST_CLASS_NAMES,
+                split=split,
+            )
+    prefix = "train" if split == "train" else "t10k"
+    hint = (
+        f"put the IDX files {prefix}-images-idx3-ubyte and {prefix}-labels-idx1-ubyte (.gz or "
+        f"raw; from the Debian package dataset-fashion-mnist or "
+        f"github.com/zalandoresearch/fashion-mnist) in data_dir or {idx.FASHION_MNIST_DIR}; "
+        f"searched for them in: {', '.join(searched)}"
+    )
+    from mixem_tf.data.tfds_source import load_tfds
+
+    return load_tfds("fashion_mnist", split, data_dir=data_dir, download=download,
+                     extra_hint=hint)  # fmt: skip
+
+
+def _load_split(name: str, split: str, data_dir, download, image_size, channels):
+    """One stored split, before any resize/channel conversion (folders resize on decode)."""
+    if name == "digits":
+        from mixem_tf.data.digits import load_digits
+
+        return load_digits()
+    if name.startswith(_FOLDER_PREFIX):
+        from mixem_tf.data.folder import load_folder
+
+        return load_folder(
+            _folder_path(name),
+            image_size=DEFAULT_FOLDER_IMAGE_SIZE if image_size is None else image_size,
+            channels=3 if channels is None else channels,
+        )
+    if name == "fashion_mnist":
+        return _load_fashion_mnist(split, data_dir, download)
+    from mixem_tf.data.tfds_source import load_tfds
+
+    return load_tfds(name, split, data_dir=data_dir, download=download)
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    data_dir=None,
+    image_size=None,
+    channels: int | None = None,
+    download: bool = False,
+) -> ImageDataset:
+    """Images (uint8 ``[N, H, W, C]``) and evaluation labels of one split of `name`.
+
+    Args:
+        name: one of `DATASET_NAMES` (``folder:PATH`` with a real path).
+        split: ``train``, ``test``, ``all`` (train + test), STL-10 ``unlabeled``;
+            single-split sources accept all of train/test/all and return everything.
+        data_dir: where the data lives: a TFDS data directory, or for Fashion-MNIST a folder
+            with the IDX files. None: TFDS's default; Fashion-MNIST also tries
+            /usr/share/datasets/fashion-mnist.
+        image_size: int or (h, w) to resize to (antialiased bilinear, batched); None keeps
+            the stored size (folders: 96).
+        channels: 1 or 3 to convert (luma / replicate); None keeps the stored channels
+            (folders: RGB).
+        download: allow TFDS to download missing data (off by default: offline, a TFDS
+            download retries for minutes before failing).
+
+    Raises:
+        ValueError: unknown name or split, bad image_size/channels.
+        DatasetUnavailableError: the data is not here and cannot be fetched as asked.
+        FileNotFoundError / NotADirectoryError: a ``folder:`` path that is not a folder.
+
+    Example:
+        >>> ds = load_dataset("fashion_mnist", "test", image_size=32)   # [10000, 32, 32, 1]
+    """
+    info = dataset_info(name)
+    stored_split = _check_split(info, split)
+    if channels is not None and channels not in (1, 3):
+        raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
+    if image_size is not None:
+        parse_image_size(image_size)  # fail before loading anything
+    if data_dir is not None:
+        data_dir = os.path.expanduser(str(data_dir))
+
+    if stored_split == "all" and not info.single_split:
+        parts = [
+            _load_split(name, s, data_dir, download, image_size, channels)
+            for s in info.labeled_splits
+        ]
+        dataset = ImageDataset.concatenate(*parts, name=name)
+    else:
+        dataset = _load_split(name, stored_split, data_dir, download, image_size, channels)
+    # Convert to grey before resizing and to RGB after: the resize then handles fewer channels.
+    if channels == 1:
+        dataset = dataset.with_channels(1)
+    if image_size is not None:
+        dataset = dataset.resized(image_size)
+    if channels == 3:
+        dataset = dataset.with_channels(3)
+    return dataset

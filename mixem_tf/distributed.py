@@ -1,0 +1,45 @@
+"""Cross-replica helpers for losses that need the global batch (METHODS.md §5.12).
+
+Under a TensorFlow `tf.distribute` strategy each replica runs the training step on its slice of
+the global batch; contrastive losses need every replica's embeddings as negatives. Under JAX,
+Keras' `DataParallel` distribution compiles one program over the global batch, so there is
+nothing to gather and these helpers are identities. Without a strategy they are identities too.
+TensorFlow is imported only when Keras runs on it.
+"""
+
+from __future__ import annotations
+
+import keras
+
+__all__ = ["gather_replicas", "replica_info"]
+
+
+def _tf_replica_context():
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def replica_info():
+    """(replica id, number of replicas) of the running training step; (0, 1) outside one."""
+    context = _tf_replica_context()
+    if context is None:
+        return 0, 1
+    return context.replica_id_in_sync_group, context.num_replicas_in_sync
+
+
+def gather_replicas(x):
+    """Concatenates `x` from every replica along axis 0, in replica order (differentiable).
+
+    The gradient of each replica's loss reaches the replica that produced the rows, so local
+    losses scaled by 1 / replicas sum to the single-device gradient of the global batch.
+    """
+    context = _tf_replica_context()
+    if context is None:
+        return x
+    return context.all_gather(x, axis=0)

@@ -1,0 +1,43 @@
+"""Learning-rate schedules, as functions of the optimiser step (backend-neutral)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+__all__ = ["ConstantThenCosine"]
+
+
+@keras.saving.register_keras_serializable("mixem_tf")
+class ConstantThenCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """MIX'EM's schedule (METHODS.md §1.3): constant, then cosine annealing stepped per epoch.
+
+    lr(e) = base · ½(1 + cos(π · max(0, e − constant_epochs) / cosine_epochs)) for epoch
+    e = step // steps_per_epoch. With constant_epochs = 10 and cosine_epochs = total epochs this
+    is the official code's `CosineAnnealingLR(T_max=epochs)` stepped at the end of every epoch
+    from epoch 10 on. constant_epochs ≥ total epochs gives a constant rate.
+    """
+
+    def __init__(self, base_lr: float, steps_per_epoch: int, constant_epochs: int = 10,
+                 cosine_epochs: int = 200):
+        if base_lr <= 0:
+            raise ValueError(f"the learning rate must be positive, got {base_lr}")
+        if steps_per_epoch < 1 or cosine_epochs < 1 or constant_epochs < 0:
+            raise ValueError("steps_per_epoch and cosine_epochs must be >= 1, "
+                             "constant_epochs >= 0")
+        self.base_lr = float(base_lr)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.constant_epochs = int(constant_epochs)
+        self.cosine_epochs = int(cosine_epochs)
+
+    def __call__(self, step):
+        epoch = ops.floor_divide(ops.cast(step, "int32"), self.steps_per_epoch)
+        progress = ops.maximum(ops.cast(epoch - self.constant_epochs, "float32"), 0.0)
+        cosine = 0.5 * (1.0 + ops.cos(math.pi * progress / self.cosine_epochs))
+        return self.base_lr * cosine
+
+    def get_config(self):
+        return {"base_lr": self.base_lr, "steps_per_epoch": self.steps_per_epoch,
+                "constant_epochs": self.constant_epochs, "cosine_epochs": self.cosine_epochs}

@@ -1,0 +1,305 @@
+"""The one training loop every method uses: data → model → fit → checkpoints → read-outs.
+
+`train_run` validates everything it can before it touches the disk (dataset, method, K, batch
+size, the output folder), then writes the run directory:
+
+    runs/NAME/config.json      every setting, library versions, backend
+    runs/NAME/checkpoints/     model + optimiser after every epoch (atomic), checkpoint.json
+    runs/NAME/history.csv      per-epoch logs (every loss term, throughput)
+    runs/NAME/logs/            TensorBoard logs (when TensorFlow is installed)
+    runs/NAME/metrics.json     the read-out table with cluster-size histograms
+    runs/NAME/readout.npz      K-means centroids of every read-out (for export)
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import keras
+
+from mixem_tf import checkpoints
+from mixem_tf.callbacks import EpochCheckpoint, NonFiniteLossError, StopOnNonFiniteLoss, Throughput
+from mixem_tf.cluster import readout_table
+from mixem_tf.feeding import EpochBatches
+from mixem_tf.methods import METHODS, build_method
+from mixem_tf.recipes import TrainConfig
+from mixem_tf.report import format_table
+from mixem_tf.schedules import ConstantThenCosine
+
+__all__ = ["RunResult", "library_versions", "make_optimizer", "train_run"]
+
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    out_dir: Path
+    config: TrainConfig
+    history: dict = field(default_factory=dict)
+    readouts: list = field(default_factory=list)
+    images_per_s: list = field(default_factory=list)
+    model: keras.Model | None = None
+
+    @property
+    def default_readout(self) -> dict:
+        return next(row for row in self.readouts if row["default"])
+
+
+def library_versions() -> dict:
+    """Versions of the libraries a run depends on (TensorFlow only if installed)."""
+    import importlib.metadata as metadata
+
+    versions = {"python": sys.version.split()[0]}
+    for package in ("keras", "numpy", "scipy", "scikit-learn", "tensorflow", "jax", "mixem-tf"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _check_writable(out_dir: Path) -> None:
+    ancestor = out_dir
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot create {out_dir}: {ancestor} is not a writable folder")
+
+
+def _check_new_run_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} exists and is not a folder")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ValueError(f"--out {out_dir} already exists; pass --overwrite to replace it "
+                         "or --resume to continue it")
+    _check_writable(out_dir)
+
+
+def _load_run_config(out_dir: Path) -> dict:
+    path = out_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ValueError(f"--resume: {out_dir} holds no run (no {CONFIG_FILE})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--resume: {path} is not valid JSON ({error})") from None
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int):
+    """The run's optimiser with its learning-rate schedule and weight-decay mode (§5.3)."""
+    schedule = ConstantThenCosine(config.lr, steps_per_epoch, config.constant_epochs,
+                                  cosine_epochs=config.epochs)
+    decoupled = config.weight_decay if config.weight_decay_mode == "decoupled" else None
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(schedule, weight_decay=decoupled)
+    return keras.optimizers.SGD(schedule, momentum=config.momentum, weight_decay=decoupled)
+
+
+class _Strategy:
+    """The distribution setting: a scope to build in, worker index/count, chief or not."""
+
+    def __init__(self, name: str):
+        self.name, self.worker, self.workers = name, 0, 1
+        self.tf_strategy = None
+        if name == "default":
+            return
+        if keras.backend.backend() == "jax":
+            if name == "multiworker":
+                raise ValueError("--strategy multiworker needs KERAS_BACKEND=tensorflow")
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
+            return
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(f"--strategy {name} needs KERAS_BACKEND=tensorflow or jax")
+        import tensorflow as tf
+
+        if name == "mirrored":
+            self.tf_strategy = tf.distribute.MirroredStrategy()
+        else:
+            tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+            if not tf_config.get("cluster"):
+                raise ValueError("--strategy multiworker needs TF_CONFIG describing the cluster")
+            self.tf_strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            task = tf_config.get("task", {})
+            self.workers = len(tf_config["cluster"].get("worker", [])) or 1
+            self.worker = int(task.get("index", 0)) if task.get("type") == "worker" else 0
+
+    @property
+    def is_chief(self) -> bool:
+        return self.worker == 0
+
+    def scope(self):
+        import contextlib
+
+        return self.tf_strategy.scope() if self.tf_strategy else contextlib.nullcontext()
+
+
+def _training_data(images, config, strategy: _Strategy, start_epoch: int):
+    """Epoch batches; multi-worker: a tf.data pipeline of this worker's share, no auto-shard."""
+    if strategy.workers == 1:
+        return EpochBatches(images, config.batch_size, seed=config.seed, start_epoch=start_epoch)
+    import tensorflow as tf
+
+    if config.batch_size % strategy.workers:
+        raise ValueError(f"batch size {config.batch_size} must divide by the "
+                         f"{strategy.workers} workers")
+    per_worker = EpochBatches(images, config.batch_size // strategy.workers, seed=config.seed,
+                              start_epoch=start_epoch, shard=(strategy.worker, strategy.workers))
+    steps = len(images) // config.batch_size
+
+    def one_epoch():
+        per_worker.on_epoch_begin()
+        for index in range(steps):
+            yield per_worker[index]
+        per_worker.on_epoch_end()
+
+    dataset = tf.data.Dataset.from_generator(
+        one_epoch, output_signature=tf.TensorSpec((None, *images.shape[1:]), tf.uint8))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options).prefetch(2)
+
+
+def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int):
+    guard = StopOnNonFiniteLoss()
+    throughput = Throughput(config.batch_size)
+    callbacks = [guard, throughput,
+                 EpochCheckpoint(out_dir / "checkpoints", guard, enabled=strategy.is_chief)]
+    if strategy.is_chief:
+        callbacks.append(keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True))
+        try:
+            import tensorflow  # noqa: F401  (TensorBoard's writer needs it)
+
+            callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs")))
+        except ImportError:
+            if verbose:
+                print("note: TensorFlow is not installed, so no TensorBoard logs are written "
+                      "(history.csv has every epoch)", file=sys.stderr)
+    return callbacks, guard, throughput
+
+
+def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
+              epochs: int | None = None, verbose: int = 1, deterministic: bool = False) -> RunResult:
+    """Trains (or resumes) one run and evaluates its read-outs; see the module docstring.
+
+    Raises:
+        ValueError / PermissionError / DatasetUnavailableError: bad settings, found before
+            anything is written.
+        NonFiniteLossError: the loss became NaN or infinite (the last good checkpoint stays).
+    """
+    from mixem_tf.data import load_protocol
+
+    out_dir = Path(out_dir)
+    if resume:
+        saved = _load_run_config(out_dir)
+        config = TrainConfig.from_dict(saved["settings"])
+        if epochs is not None:
+            config.epochs = epochs
+        if checkpoints.latest_checkpoint(out_dir / "checkpoints") is None:
+            raise ValueError(f"--resume: {out_dir} has no checkpoint yet; start it again instead")
+    else:
+        if config.method not in METHODS:
+            raise ValueError(f"unknown method {config.method!r}; choose from {sorted(METHODS)}")
+        config = config.resolved()
+        _check_new_run_dir(out_dir, overwrite)
+
+    strategy = _Strategy(config.strategy)
+    train, evaluation = load_protocol(
+        config.dataset, train_on=config.train_on, evaluate_on=config.evaluate_on,
+        data_dir=config.data_dir,
+        image_size=config.image_size if config.dataset.startswith("folder:") else None,
+    )
+    num_clusters = config.clusters or train.num_classes or evaluation.num_classes
+    if num_clusters is None:
+        raise ValueError(f"{config.dataset} has no labels to count classes: pass --clusters K")
+    if config.batch_size > len(train):
+        raise ValueError(f"batch size {config.batch_size} is larger than the training data "
+                         f"({len(train)} images)")
+
+    if not resume:
+        if out_dir.exists() and overwrite:
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints.write_json_atomic(out_dir / CONFIG_FILE, {
+            "settings": config.to_dict(), "num_clusters": num_clusters,
+            "input_shape": list(train.image_shape), "backend": keras.backend.backend(),
+            "versions": library_versions(),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "train_images": len(train), "evaluation_images": len(evaluation),
+        })
+
+    keras.utils.set_random_seed(config.seed)
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    if config.precision != "float32":
+        keras.mixed_precision.set_dtype_policy(config.precision)
+
+    steps_per_epoch = len(train) // config.batch_size
+    with strategy.scope():
+        model = build_method(config, train.image_shape, num_clusters)
+        model.compile(optimizer=make_optimizer(config, steps_per_epoch))
+        model(train.images[:2])  # builds every layer
+        model.optimizer.build(model.trainable_variables)
+
+    initial_epoch = 0
+    if resume:
+        path, record = checkpoints.latest_checkpoint(out_dir / "checkpoints")
+        checkpoints.restore(path, model, model.optimizer)
+        initial_epoch = int(record["epoch"])
+        if verbose:
+            print(f"resuming {out_dir} after epoch {initial_epoch}", file=sys.stderr)
+
+    callbacks, guard, throughput = _callbacks(out_dir, config, strategy, verbose)
+    history = {}
+    if initial_epoch < config.epochs:
+        data = _training_data(train.images, config, strategy, initial_epoch)
+        fitted = model.fit(data, epochs=config.epochs, initial_epoch=initial_epoch,
+                           callbacks=callbacks, verbose=verbose)
+        history = fitted.history
+    if guard.failure:
+        latest = checkpoints.latest_checkpoint(out_dir / "checkpoints")
+        kept = (f"the last good checkpoint (epoch {latest[1]['epoch']}) is kept in {latest[0]}"
+                if latest else "no epoch finished, so there is no checkpoint")
+        raise NonFiniteLossError(f"{guard.failure}; training stopped and {kept}. Lower the "
+                                 "learning rate or check the data.")
+
+    result = RunResult(out_dir, config, history, images_per_s=throughput.per_epoch, model=model)
+    result.readouts = evaluate_run(model, evaluation, num_clusters, config,
+                                   write_to=out_dir if strategy.is_chief else None,
+                                   verbose=verbose)
+    return result
+
+
+def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None, verbose=1):
+    """Embeds the evaluation images, runs every read-out, writes metrics.json / readout.npz."""
+    features = model.predict(evaluation.images, batch_size=256, verbose=0)
+    features = {name: np.asarray(value, dtype=np.float64) for name, value in features.items()}
+    rows = readout_table(features, evaluation.labels, num_clusters,
+                         settings=config.readout_settings, default=model.default_readout,
+                         seed=config.seed)
+    if write_to is not None:
+        table = [{k: v for k, v in row.items() if k != "centroids"} for row in rows]
+        checkpoints.write_json_atomic(Path(write_to) / "metrics.json", {
+            "dataset": config.dataset, "method": config.method,
+            "evaluate_on": config.evaluate_on, "evaluation_images": len(evaluation),
+            "num_clusters": num_clusters, "readouts": table,
+        })
+        np.savez(Path(write_to) / "readout.npz", **{
+            f"{row['feature']}_{'l2' if row['normalize'] else 'raw'}": row["centroids"]
+            for row in rows})
+    if verbose:
+        columns = ["feature", "normalize", "clustering", "acc", "nmi", "ari", "default"]
+        shown = [{**row, "default": "*" if row["default"] else ""} for row in rows]
+        print(format_table(shown, [c for c in columns if c in rows[0] or c == "default"]))
+    return rows

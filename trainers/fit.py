@@ -1,0 +1,109 @@
+"""Train a clustering method and print its read-out table.
+
+    python -m trainers.fit --dataset=fashion_mnist --method=simclr --out runs/fmnist
+    python -m trainers.fit --out runs/fmnist --resume
+    python -m trainers.fit --config my_run.json --epochs 5
+
+Settings come from the method's recipe for the dataset (mixem_tf/recipes.py), then from
+--config (a JSON object of TrainConfig fields), then from the flags given here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mixem_tf.recipes import TrainConfig
+from trainers.cli import run
+
+FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the same name
+    "dataset": (str, "stl10, cifar10, cifar100_20, mnist, fashion_mnist, digits or folder:PATH"),
+    "method": (str, "simclr"),
+    "data_dir": (str, "where the dataset's files are (TFDS data_dir or IDX folder)"),
+    "train_on": (str, "whole (train+test) or train; default: the method's paper protocol"),
+    "evaluate_on": (str, "test or all; default: the method's paper protocol"),
+    "image_size": (int, "training resolution in pixels"),
+    "backbone": (str, "resnet18, resnet34 or convnet"),
+    "stem": (str, "ResNet stem: cifar or imagenet (default: by image size)"),
+    "clusters": (int, "K (default: the dataset's class count)"),
+    "epochs": (int, "training epochs"),
+    "batch_size": (int, "global batch size"),
+    "lr": (float, "base learning rate"),
+    "optimizer": (str, "adam or sgd"),
+    "weight_decay": (float, "weight decay λ"),
+    "weight_decay_mode": (str, "coupled (L2 in the loss, as the papers) or decoupled (AdamW)"),
+    "constant_epochs": (int, "epochs at constant LR before cosine annealing"),
+    "temperature": (float, "NT-Xent temperature τ"),
+    "projection_dim": (int, "projection head output size"),
+    "seed": (int, "random seed"),
+    "precision": (str, "float32, mixed_bfloat16 or mixed_float16"),
+    "strategy": (str, "default, mirrored or multiworker"),
+    "readout_settings": (str, "K-means budget of the read-outs: official or sklearn"),
+}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m trainers.fit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, (kind, text) in FLAGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
+                            help=text)
+    parser.add_argument("--config", type=Path, help="JSON file of settings")
+    parser.add_argument("--out", type=Path, help="run directory (default: runs/DATASET-METHOD)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic TensorFlow ops (slower; for exact reproduction)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def config_from_args(args) -> TrainConfig:
+    values = {}
+    if args.config:
+        try:
+            values = json.loads(args.config.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--config {args.config} does not exist") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--config {args.config} is not valid JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"--config {args.config} must hold a JSON object")
+    values.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
+    return TrainConfig.from_dict(values)
+
+
+def main(argv=None) -> int:
+    from mixem_tf.callbacks import NonFiniteLossError
+    from mixem_tf.training import train_run
+
+    args = parse_args(argv)
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs --out, the run directory to continue")
+        given = [k for k in FLAGS if getattr(args, k) is not None and k != "epochs"]
+        if given or args.config:
+            raise ValueError("--resume continues a run with its saved settings; only --epochs "
+                             f"may change (got {', '.join('--' + g for g in given) or '--config'})")
+        config = None
+    else:
+        config = config_from_args(args)
+    out = args.out or Path("runs") / f"{config.dataset.replace(':', '_').replace('/', '_')}-{config.method}"
+    try:
+        result = train_run(config, out, resume=args.resume, overwrite=args.overwrite,
+                           epochs=args.epochs if args.resume else None,
+                           verbose=0 if args.quiet else 1, deterministic=args.deterministic)
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    best = result.default_readout
+    print(f"run: {result.out_dir}  default read-out ({best['feature']}, "
+          f"{'L2' if best['normalize'] else 'raw'}, K-means): "
+          + "  ".join(f"{k.upper()} {best[k]:.4f}" for k in ("acc", "nmi", "ari") if k in best))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
