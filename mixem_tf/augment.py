@@ -80,6 +80,10 @@ FLIP_PROB = 0.5
 #: Tries of torchvision's RandomResizedCrop before it falls back to a centre crop.
 CROP_ATTEMPTS = 10
 ORDERS = ("mixem", "mice")
+# Uniform draws per image that each random op consumes (see the ``_*_from_uniform`` cores).
+_CROP_DRAWS = 2 * CROP_ATTEMPTS + 2   # area and log-ratio per try, top, left
+_JITTER_DRAWS = 9                     # 4 factors, 4 order keys, 1 apply
+_BLUR_DRAWS = 2                       # sigma, apply
 
 SeedLike = Union[int, None, "keras.random.SeedGenerator"]
 
@@ -415,8 +419,14 @@ def _luma(x):
     """``[N, H, W, 1]`` luma of an RGB batch; a grey batch is returned as is."""
     if x.shape[-1] == 1:
         return x
-    r, g, b = x[..., 0:1], x[..., 1:2], x[..., 2:3]
-    return LUMA[0] * r + LUMA[1] * g + LUMA[2] * b
+    # Channel slices, not a reduction over the 3-wide minor axis: XLA on CPU runs that
+    # reduction about 20 times slower.
+    return LUMA[0] * x[..., 0:1] + LUMA[1] * x[..., 1:2] + LUMA[2] * x[..., 2:3]
+
+
+def _mean_luma(x):
+    """``[N, 1, 1, 1]`` mean of the grayscale image, as the luma of the channel means."""
+    return _luma(ops.mean(x, axis=(1, 2), keepdims=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,7 +480,7 @@ def sample_crop_boxes(batch_size, height: int, width: int, scale=(0.08, 1.0),
     ``h = round(sqrt(area / r))``, the first of 10 tries that fits wins; if none fits, a centre
     crop of the whole image clamped to the ratio range.
     """
-    u = _uniform((batch_size, 2 * CROP_ATTEMPTS + 2), seed)
+    u = _uniform((batch_size, _CROP_DRAWS), seed)
     return _crop_boxes_from_uniform(u, int(height), int(width), scale, ratio)
 
 
@@ -537,11 +547,14 @@ def random_resized_crop(images, size, scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4.0 /
                         flip_prob: float = 0.0, seed: SeedLike = None):
     """torchvision ``RandomResizedCrop(size, scale, ratio)`` then ``RandomHorizontalFlip(p)``,
     vectorised: :func:`sample_crop_boxes` + :func:`resized_crop` (METHODS §1.3, §2.3, §5.6)."""
+    u = _uniform((ops.shape(images)[0], _CROP_DRAWS + 1), seed)
+    return _random_resized_crop_from_uniform(images, u, size, scale, ratio, flip_prob)
+
+
+def _random_resized_crop_from_uniform(images, u, size, scale, ratio, flip_prob):
     height, width, _ = _static_hwc(images)
-    n = ops.shape(images)[0]
-    u = _uniform((n, 2 * CROP_ATTEMPTS + 3), seed)
-    boxes = _crop_boxes_from_uniform(u[:, :-1], height, width, scale, ratio)
-    flip = u[:, -1] < flip_prob if flip_prob > 0.0 else None
+    boxes = _crop_boxes_from_uniform(u[:, :_CROP_DRAWS], height, width, scale, ratio)
+    flip = u[:, _CROP_DRAWS] < flip_prob if flip_prob > 0.0 else None
     return resized_crop(images, boxes, size, flip)
 
 
@@ -570,8 +583,7 @@ def adjust_brightness(images, factor):
 def adjust_contrast(images, factor):
     """torchvision ``adjust_contrast``: blend with the mean of the image's grayscale (one
     scalar per image, over all pixels), clamp. Works on grey and RGB batches."""
-    mean = ops.mean(_luma(images), axis=(1, 2, 3), keepdims=True)
-    return _blend(images, mean, _per_image(factor))
+    return _blend(images, _mean_luma(images), _per_image(factor))
 
 
 def adjust_saturation(images, factor):
@@ -583,25 +595,26 @@ def adjust_saturation(images, factor):
 
 
 def _rgb_to_hsv(x):
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    """``[N, H, W, 3]`` RGB → h, s, v each ``[N, H, W, 1]`` (colorsys / torchvision rules)."""
+    r, g, b = x[..., 0:1], x[..., 1:2], x[..., 2:3]
     maxc = ops.maximum(ops.maximum(r, g), b)
-    minc = ops.minimum(ops.minimum(r, g), b)
-    delta = maxc - minc
+    delta = maxc - ops.minimum(ops.minimum(r, g), b)
     s = delta / ops.where(maxc > 0.0, maxc, 1.0)
-    safe = ops.where(delta > 0.0, delta, 1.0)
-    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    c = (maxc - x) / ops.where(delta > 0.0, delta, 1.0)      # rc, gc, bc
+    rc, gc, bc = c[..., 0:1], c[..., 1:2], c[..., 2:3]
     h = ops.where(r == maxc, bc - gc, ops.where(g == maxc, 2.0 + rc - bc, 4.0 + gc - rc))
     h = ops.where(delta > 0.0, ops.mod(h / 6.0, 1.0), 0.0)
     return h, s, maxc
 
 
+# Branch-free sector formula of HSV → RGB: channel value v - v s clip(min(k, 4 - k), 0, 1)
+# with k = (n + 6 h) mod 6 and n = 5, 3, 1 for R, G, B.
+_HSV_N = (5.0, 3.0, 1.0)
+
+
 def _hsv_to_rgb(h, s, v):
-    # Branch-free sector formula: channel n in (5, 3, 1) for (R, G, B).
-    channels = []
-    for n in (5.0, 3.0, 1.0):
-        k = ops.mod(n + 6.0 * h, 6.0)
-        channels.append(v - v * s * ops.clip(ops.minimum(k, 4.0 - k), 0.0, 1.0))
-    return ops.stack(channels, axis=-1)
+    k = ops.mod(ops.convert_to_tensor(_HSV_N, dtype=h.dtype) + 6.0 * h, 6.0)
+    return v - v * s * ops.clip(ops.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
 def adjust_hue(images, factor):
@@ -613,7 +626,7 @@ def adjust_hue(images, factor):
     if images.shape[-1] == 1:
         return images
     h, s, v = _rgb_to_hsv(images)
-    h = ops.mod(h + _per_image(factor, rank=3), 1.0)
+    h = ops.mod(h + _per_image(factor), 1.0)
     return _hsv_to_rgb(h, s, v)
 
 
@@ -637,11 +650,16 @@ def color_jitter(images, brightness: float = 0.0, contrast: float = 0.0,
             raise ValueError(f"{name} must be >= 0, got {value}")
     if not 0.0 <= hue <= 0.5:
         raise ValueError(f"hue must be in [0, 0.5], got {hue}")
+    if not any(s > 0.0 for s in strengths + (hue,)) or prob <= 0.0:
+        return images
+    u = _uniform((ops.shape(images)[0], _JITTER_DRAWS), seed)
+    return _color_jitter_from_uniform(images, u, strengths, hue, prob)
+
+
+def _color_jitter_from_uniform(images, u, strengths, hue, prob):
     use = tuple(s > 0.0 for s in strengths) + (hue > 0.0,)
     if not any(use) or prob <= 0.0:
         return images
-    n = ops.shape(images)[0]
-    u = _uniform((n, 9), seed)  # 4 factors, 4 order keys, 1 apply draw
     factors = []
     for k, strength in enumerate(strengths):
         lo, hi = _factor_range(strength)
@@ -690,24 +708,28 @@ def _jitter_in_key_order(images, factors, keys, use):
         slot_key = ops.take_along_axis(op_keys, rank, axis=1)
         slot_factor = ops.take_along_axis(factors, slot_op, axis=1)
 
-    def blend_step(x, t, active):
-        op = slot_op[:, t][:, None, None, None]
-        f = ops.where(active, slot_factor[:, t], 1.0)[:, None, None, None]
-        luma = _luma(x)
-        mean = ops.mean(luma, axis=(1, 2, 3), keepdims=True)
-        ref = ops.where(op == 0, 0.0, ops.where(op == 1, mean, luma))
-        return _blend(x, ref, f)
+    def blend_steps(x, active):
+        # Step t: clip(f x + (1 - f) ref) with ref = 0, mean luma or luma, written as
+        # clip(f x + w_mean mean + w_luma luma); f = 1 (and both weights 0) where inactive.
+        f = ops.where(active, slot_factor, 1.0)                              # [N, m]
+        w_mean = (1.0 - f) * ops.cast(slot_op == 1, "float32")
+        w_luma = (1.0 - f) * ops.cast(slot_op == 2, "float32")
+        coef = ops.reshape(ops.stack([f, w_mean, w_luma], axis=1), (-1, 1, 1, 1, 3, len(blend_ops)))
+        for t in range(len(blend_ops)):
+            c = coef[..., t]
+            x = ops.clip(c[..., 0] * x + c[..., 1] * _mean_luma(x) + c[..., 2] * _luma(x),
+                         0.0, 1.0)
+        return x
 
     if use_hue:
-        hue_key = keys[:, 3]
-        for t in range(len(blend_ops)):
-            x = blend_step(x, t, slot_key[:, t] < hue_key)
+        hue_key = keys[:, 3:4]
+        if blend_ops:
+            x = blend_steps(x, slot_key < hue_key)
         x = adjust_hue(x, factors[:, 3])
-        for t in range(len(blend_ops)):
-            x = blend_step(x, t, slot_key[:, t] > hue_key)
+        if blend_ops:
+            x = blend_steps(x, slot_key > hue_key)
     else:
-        for t in range(len(blend_ops)):
-            x = blend_step(x, t, True)
+        x = blend_steps(x, ops.ones_like(slot_key) > 0.0)
     return x
 
 
@@ -724,9 +746,13 @@ def random_grayscale(images, prob: float = 0.2, seed: SeedLike = None):
     with probability ``prob``. A no-op on grey images."""
     if images.shape[-1] == 1 or prob <= 0.0:
         return images
-    n = ops.shape(images)[0]
-    apply = (_uniform((n,), seed) < prob)[:, None, None, None]
-    return ops.where(apply, to_grayscale(images), images)
+    return _random_grayscale_from_uniform(images, _uniform((ops.shape(images)[0],), seed), prob)
+
+
+def _random_grayscale_from_uniform(images, u, prob):
+    if images.shape[-1] == 1 or prob <= 0.0:
+        return images
+    return ops.where((u < prob)[:, None, None, None], to_grayscale(images), images)
 
 
 # --------------------------------------------------------------------------------------------
@@ -779,8 +805,13 @@ def random_gaussian_blur(images, prob: float = 0.5, sigma=(0.1, 2.0),
     """MIX'EM ``GaussianBlur``: with probability ``prob`` blur with σ ~ U(sigma) (per image)."""
     if prob <= 0.0 or kernel_size < 3:
         return images
-    n = ops.shape(images)[0]
-    u = _uniform((n, 2), seed)
+    u = _uniform((ops.shape(images)[0], _BLUR_DRAWS), seed)
+    return _random_gaussian_blur_from_uniform(images, u, prob, sigma, kernel_size)
+
+
+def _random_gaussian_blur_from_uniform(images, u, prob, sigma, kernel_size):
+    if prob <= 0.0 or kernel_size < 3:
+        return images
     blurred = gaussian_blur(images, sigma[0] + (sigma[1] - sigma[0]) * u[:, 0], kernel_size)
     if prob >= 1.0:
         return blurred
@@ -863,21 +894,28 @@ class Augmenter(keras.layers.Layer):
 
     def call(self, images):
         cfg = self.config
-        gen = self.seed_generator
         x = _convert_channels(_to_unit_float(images), cfg.output_channels)
+        # One uniform draw per view, sliced between the ops: fewer PRNG kernels to run (and,
+        # under eager JAX, to compile) than one draw per op.
+        widths = (_CROP_DRAWS + 1, _JITTER_DRAWS, 1, _BLUR_DRAWS)
+        u = _uniform((ops.shape(x)[0], sum(widths)), self.seed_generator)
+        ends = [sum(widths[:i + 1]) for i in range(len(widths))]
+        u_crop, u_jitter = u[:, :ends[0]], u[:, ends[0]:ends[1]]
+        u_gray, u_blur = u[:, ends[1]], u[:, ends[2]:ends[3]]
+
         flip_prob = FLIP_PROB if cfg.flip else 0.0
-        x = random_resized_crop(x, cfg.size, cfg.crop_scale, cfg.crop_ratio, flip_prob, gen)
-        jitter = dict(brightness=cfg.brightness, contrast=cfg.contrast,
-                      saturation=cfg.saturation, hue=cfg.hue, prob=cfg.jitter_prob, seed=gen)
+        x = _random_resized_crop_from_uniform(x, u_crop, cfg.size, cfg.crop_scale,
+                                              cfg.crop_ratio, flip_prob)
+        strengths = (cfg.brightness, cfg.contrast, cfg.saturation)
         if cfg.order == "mixem":
-            x = color_jitter(x, **jitter)
-            x = random_grayscale(x, cfg.gray_prob, gen)
+            x = _color_jitter_from_uniform(x, u_jitter, strengths, cfg.hue, cfg.jitter_prob)
+            x = _random_grayscale_from_uniform(x, u_gray, cfg.gray_prob)
             if cfg.blur_enabled:
-                x = random_gaussian_blur(x, cfg.blur_prob, cfg.blur_sigma,
-                                         cfg.blur_kernel_size, gen)
+                x = _random_gaussian_blur_from_uniform(x, u_blur, cfg.blur_prob,
+                                                       cfg.blur_sigma, cfg.blur_kernel_size)
         else:  # mice: the flip is already folded into the crop (it commutes with the rest)
-            x = random_grayscale(x, cfg.gray_prob, gen)
-            x = color_jitter(x, **jitter)
+            x = _random_grayscale_from_uniform(x, u_gray, cfg.gray_prob)
+            x = _color_jitter_from_uniform(x, u_jitter, strengths, cfg.hue, cfg.jitter_prob)
         return normalize(x, cfg.mean, cfg.std)
 
     def compute_output_shape(self, input_shape):

@@ -10,7 +10,9 @@ Each backbone is a functional ``keras.Model`` mapping float32 images ``[N, H, W,
 * ``convnet``: four conv-BN-ReLU layers (32, 64, 128, 128 channels at the default width 32)
   with 2x2 max-pools after the first two, D = 4 * width = 128 (256 at width 64). Made for fast
   CPU runs on 28x28 (MNIST, Fashion-MNIST) and 8x8 (digits) inputs; 240,608 trainable
-  parameters for one input channel, about 15M multiply-adds per 28x28 image.
+  parameters for one input channel (241,184 for RGB; 960,448 at width 64), about 15M
+  multiply-adds per 28x28 image. Its 2x2 max-pools are skipped once the map is under 4 px,
+  so 28 -> 14 -> 7 and 8 -> 4 -> 2 before the global average pool.
 
 Settings (METHODS.md §5.4): convs have no bias and use
 ``VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")``, i.e.

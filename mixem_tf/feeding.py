@@ -1,14 +1,18 @@
 """Feeds uint8 batches straight from memory to the training step (both backends).
 
-One permutation per epoch, derived from (seed, epoch) alone, so a resumed run sees exactly the
-batches an uninterrupted run would; a batch is one fancy-indexing copy, no per-image Python.
-Augmentation happens later, on the accelerator, inside the training step.
+One generator runs through every remaining epoch in order; epoch e's sample order is a function
+of (seed, e) alone, so a run resumed at epoch e sees exactly the batches an uninterrupted run
+would. `fit` gets it with `steps_per_epoch`, so Keras never resets it between epochs. A batch is
+one fancy-indexing copy (no per-image Python work), made ahead of time in a background thread;
+augmentation happens later, on the accelerator, inside the training step.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+
 import numpy as np
-import keras
 
 __all__ = ["EpochBatches", "epoch_permutation"]
 
@@ -18,20 +22,21 @@ def epoch_permutation(num_samples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_samples)
 
 
-class EpochBatches(keras.utils.PyDataset):
-    """uint8 batches of `images`, reshuffled every epoch, incomplete last batch dropped.
+class EpochBatches:
+    """uint8 batches of `images` for epochs [start_epoch, end_epoch), incomplete batch dropped.
 
     Args:
         images: uint8 [N, H, W, C].
-        batch_size: images per batch (for a tf.distribute strategy: the global batch).
+        batch_size: images per batch (for a tf.distribute strategy: per worker).
         seed: shuffling seed.
-        start_epoch: the epoch the first iteration belongs to (the resumed epoch).
-        shard: (index, count) to feed every count-th batch from index (multi-worker).
+        start_epoch, end_epoch: the epochs to feed (resume starts later).
+        shard: (index, count): feed only batches index, index + count, ... of each epoch
+            (multi-worker training, each worker a different share of the same order).
+        prefetch: batches prepared ahead in a background thread (0: none).
     """
 
     def __init__(self, images, batch_size: int, *, seed: int = 0, start_epoch: int = 0,
-                 shard: tuple[int, int] = (0, 1)):
-        super().__init__(workers=1, use_multiprocessing=False, max_queue_size=8)
+                 end_epoch: int = 1, shard: tuple[int, int] = (0, 1), prefetch: int = 4):
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(f"expected uint8 images [N, H, W, C], got {images.dtype} "
                              f"{images.shape}")
@@ -41,24 +46,48 @@ class EpochBatches(keras.utils.PyDataset):
         self.images = images
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        self.epoch = int(start_epoch)
+        self.start_epoch, self.end_epoch = int(start_epoch), int(end_epoch)
         self.shard_index, self.shard_count = shard
-        self._order = epoch_permutation(len(images), self.seed, self.epoch)
+        self.prefetch = int(prefetch)
 
     @property
-    def num_batches(self) -> int:
+    def steps_per_epoch(self) -> int:
         return (len(self.images) // self.batch_size) // self.shard_count
 
-    def __len__(self) -> int:
-        return self.num_batches
+    def epoch(self, epoch: int):
+        """The batches of one epoch, in order."""
+        order = epoch_permutation(len(self.images), self.seed, epoch)
+        for step in range(self.steps_per_epoch):
+            batch = step * self.shard_count + self.shard_index
+            yield self.images[order[batch * self.batch_size:(batch + 1) * self.batch_size]]
 
-    def __getitem__(self, index):
-        batch = index * self.shard_count + self.shard_index
-        rows = self._order[batch * self.batch_size:(batch + 1) * self.batch_size]
-        return self.images[rows]
+    def _batches(self):
+        for epoch in range(self.start_epoch, self.end_epoch):
+            yield from self.epoch(epoch)
 
-    def on_epoch_begin(self):
-        self._order = epoch_permutation(len(self.images), self.seed, self.epoch)
+    def __iter__(self):
+        if self.prefetch <= 0:
+            return self._batches()
+        return _prefetched(self._batches(), self.prefetch)
 
-    def on_epoch_end(self):
-        self.epoch += 1
+
+_DONE = object()
+
+
+def _prefetched(iterator, depth: int):
+    """Runs `iterator` in a daemon thread, `depth` items ahead of the consumer."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+
+    def produce():
+        try:
+            for item in iterator:
+                buffer.put(item)
+        except BaseException as error:  # surfaced in the consumer
+            buffer.put(error)
+        buffer.put(_DONE)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := buffer.get()) is not _DONE:
+        if isinstance(item, BaseException):
+            raise item
+        yield item

@@ -143,30 +143,23 @@ class _Strategy:
 
 
 def _training_data(images, config, strategy: _Strategy, start_epoch: int):
-    """Epoch batches; multi-worker: a tf.data pipeline of this worker's share, no auto-shard."""
-    if strategy.workers == 1:
-        return EpochBatches(images, config.batch_size, seed=config.seed, start_epoch=start_epoch)
-    import tensorflow as tf
-
+    """(batches, steps per epoch); multi-worker: a tf.data pipeline of this worker's share."""
     if config.batch_size % strategy.workers:
         raise ValueError(f"batch size {config.batch_size} must divide by the "
                          f"{strategy.workers} workers")
-    per_worker = EpochBatches(images, config.batch_size // strategy.workers, seed=config.seed,
-                              start_epoch=start_epoch, shard=(strategy.worker, strategy.workers))
-    steps = len(images) // config.batch_size
-
-    def one_epoch():
-        per_worker.on_epoch_begin()
-        for index in range(steps):
-            yield per_worker[index]
-        per_worker.on_epoch_end()
+    feeder = EpochBatches(images, config.batch_size // strategy.workers, seed=config.seed,
+                          start_epoch=start_epoch, end_epoch=config.epochs,
+                          shard=(strategy.worker, strategy.workers))
+    if strategy.workers == 1:
+        return ((batch,) for batch in feeder), feeder.steps_per_epoch
+    import tensorflow as tf
 
     dataset = tf.data.Dataset.from_generator(
-        one_epoch, output_signature=tf.TensorSpec((None, *images.shape[1:]), tf.uint8))
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+        lambda: ((batch,) for batch in feeder),
+        output_signature=(tf.TensorSpec((None, *images.shape[1:]), tf.uint8),))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return dataset.with_options(options).prefetch(2)
+    return dataset.with_options(options), feeder.steps_per_epoch
 
 
 def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int):
@@ -257,15 +250,16 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         path, record = checkpoints.latest_checkpoint(out_dir / "checkpoints")
         checkpoints.restore(path, model, model.optimizer)
         initial_epoch = int(record["epoch"])
-        if verbose:
-            print(f"resuming {out_dir} after epoch {initial_epoch}", file=sys.stderr)
+        print(f"resuming {out_dir} after epoch {initial_epoch} of {config.epochs}",
+              file=sys.stderr)
 
     callbacks, guard, throughput = _callbacks(out_dir, config, strategy, verbose)
     history = {}
     if initial_epoch < config.epochs:
-        data = _training_data(train.images, config, strategy, initial_epoch)
+        data, steps = _training_data(train.images, config, strategy, initial_epoch)
         fitted = model.fit(data, epochs=config.epochs, initial_epoch=initial_epoch,
-                           callbacks=callbacks, verbose=verbose)
+                           steps_per_epoch=steps, shuffle=False, callbacks=callbacks,
+                           verbose=verbose)
         history = fitted.history
     if guard.failure:
         latest = checkpoints.latest_checkpoint(out_dir / "checkpoints")

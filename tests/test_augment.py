@@ -154,24 +154,29 @@ def test_presets_follow_methods_md():
 # ---------------------------------------------------------------- ops vs references
 
 
+# Tests reuse few shapes: under eager JAX every new shape compiles each primitive again.
+OP_SHAPE = (24, 5, 6, 3)   # op tests (24 = the number of ColorJitter orders)
+N_STAT = 4000              # statistical tests, on 4x4 images
+
+
 def test_brightness_contrast_saturation_grayscale_normalize():
-    x = unit_images(3, 5, 6, 3)
-    f = np.array([0.3, 1.0, 1.7], np.float32)
+    x = unit_images(*OP_SHAPE)
+    f = np.linspace(0.0, 2.0, OP_SHAPE[0]).astype(np.float32)
     for op, ref in ((A.adjust_brightness, ref_brightness), (A.adjust_contrast, ref_contrast),
                     (A.adjust_saturation, ref_saturation)):
         got = np_(op(x, f))
-        want = np.stack([ref(x[i], f[i]) for i in range(3)])
+        want = np.stack([ref(x[i], f[i]) for i in range(len(x))])
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=op.__name__)
         np.testing.assert_allclose(np_(op(x, 0.5)), np.stack([ref(xi, 0.5) for xi in x]),
                                    atol=1e-5)
-    g = unit_images(2, 4, 4, 1)
+    g = unit_images(*OP_SHAPE[:3], 1)
     np.testing.assert_allclose(np_(A.adjust_contrast(g, 0.5)),
                                np.stack([ref_contrast(gi, 0.5) for gi in g]), atol=1e-6)
     np.testing.assert_array_equal(np_(A.adjust_saturation(g, 0.2)), g)
     np.testing.assert_array_equal(np_(A.adjust_hue(g, 0.2)), g)
     gray = np_(A.to_grayscale(x))
     np.testing.assert_allclose(gray, np.repeat(ref_luma(x), 3, -1), atol=1e-6)
-    assert np_(A.to_grayscale(x, 1)).shape == (3, 5, 6, 1)
+    assert np_(A.to_grayscale(x, 1)).shape == OP_SHAPE[:3] + (1,)
     np.testing.assert_array_equal(np_(A.to_grayscale(g)), g)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
     np.testing.assert_allclose(np_(A.normalize(x, mean, std)),
@@ -181,21 +186,23 @@ def test_brightness_contrast_saturation_grayscale_normalize():
 
 
 def test_hue_matches_colorsys():
-    x = unit_images(4, 4, 5, 3, seed=1)
+    x = unit_images(*OP_SHAPE, seed=1)
     x[0, 0, 0] = [0.5, 0.5, 0.5]  # grey pixel: hue undefined, must stay put
     x[0, 0, 1] = [0.0, 0.0, 0.0]
     x[0, 0, 2] = [1.0, 0.0, 1.0]
-    shifts = np.array([-0.5, -0.13, 0.0, 0.4], np.float32)
+    x[1, 0, :3] = [[1.0, 0.5, 0.5], [0.2, 0.9, 0.2], [0.3, 0.3, 0.8]]
+    shifts = np.linspace(-0.5, 0.5, OP_SHAPE[0]).astype(np.float32)
     got = np_(A.adjust_hue(x, shifts))
-    want = np.stack([ref_hue(x[i], shifts[i]) for i in range(4)])
+    want = np.stack([ref_hue(x[i], shifts[i]) for i in range(len(x))])
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
 def test_color_jitter_every_order_matches_sequential_reference():
     perms = np.array(list(itertools.permutations(range(4))), np.int32)  # 24 orders
     n = len(perms)
+    assert n == OP_SHAPE[0]
     rng = np.random.default_rng(2)
-    x = rng.uniform(0, 1, (n, 4, 4, 3)).astype(np.float32)
+    x = unit_images(*OP_SHAPE, seed=2)
     factors = np.stack([rng.uniform(0.2, 1.8, n), rng.uniform(0.2, 1.8, n),
                         rng.uniform(0.2, 1.8, n), rng.uniform(-0.4, 0.4, n)], 1)
     factors = factors.astype(np.float32)
@@ -209,10 +216,10 @@ def test_color_jitter_every_order_matches_sequential_reference():
 
 
 def test_gaussian_blur_matches_scipy():
-    x = unit_images(3, 9, 7, 3, seed=3)
-    sigma = np.array([0.1, 0.8, 2.0], np.float32)
+    x = unit_images(*OP_SHAPE, seed=3)
+    sigma = np.linspace(0.1, 2.0, OP_SHAPE[0]).astype(np.float32)
     got = np_(A.gaussian_blur(x, sigma, 5))
-    for i in range(3):
+    for i in range(len(x)):
         t = np.arange(5) - 2.0
         w = np.exp(-t ** 2 / (2 * sigma[i] ** 2))
         w /= w.sum()
@@ -225,29 +232,31 @@ def test_gaussian_blur_matches_scipy():
     with pytest.raises(ValueError):
         A.gaussian_blur(x, 1.0, 4)
     with pytest.raises(ValueError):
-        A.gaussian_blur(x, 1.0, 17)
+        A.gaussian_blur(x, 1.0, 11)
 
 
 def test_resized_crop_matches_bilinear_and_pil_and_flip():
-    x = unit_images(2, 12, 10, 3, seed=4)
+    x = unit_images(*OP_SHAPE, seed=4)
+    n = len(x)
     # Upsampling crops: compare with plain half-pixel bilinear clamped to the crop.
-    boxes = np.array([[2, 3, 5, 4], [0, 0, 12, 10]], np.float32)
-    got = np_(A.resized_crop(x, boxes, (16, 12)))
+    boxes = np.tile(np.array([[2, 3, 3, 2], [0, 0, 5, 6], [1, 0, 4, 5]], np.float32), (8, 1))
+    got = np_(A.resized_crop(x, boxes, (8, 7)))
     for i, (t, l, h, w) in enumerate(boxes.astype(int)):
-        np.testing.assert_allclose(got[i], ref_bilinear_crop(x[i], t, l, h, w, 16, 12),
+        np.testing.assert_allclose(got[i], ref_bilinear_crop(x[i], t, l, h, w, 8, 7),
                                    atol=1e-5)
-    flipped = np_(A.resized_crop(x, boxes, (16, 12), flip=np.array([True, False])))
-    np.testing.assert_allclose(flipped[0], got[0][:, ::-1], atol=1e-6)
-    np.testing.assert_allclose(flipped[1], got[1], atol=1e-6)
+    flip = np.arange(n) % 2 == 0
+    flipped = np_(A.resized_crop(x, boxes, (8, 7), flip=flip))
+    np.testing.assert_allclose(flipped[flip], got[flip][:, :, ::-1], atol=1e-6)
+    np.testing.assert_allclose(flipped[~flip], got[~flip], atol=1e-6)
     # Shrinking crops: PIL crop then antialiased bilinear resize (torchvision on PIL images).
-    boxes = np.array([[1, 2, 11, 7], [0, 0, 12, 10]], np.float32)
-    got = np_(A.resized_crop(x, boxes, (4, 3)))
+    boxes = np.tile(np.array([[1, 2, 4, 4], [0, 0, 5, 6]], np.float32), (12, 1))
+    got = np_(A.resized_crop(x, boxes, (2, 3)))
     for i, (t, l, h, w) in enumerate(boxes.astype(int)):
         for c in range(3):
             crop = np.ascontiguousarray(x[i, t:t + h, l:l + w, c])
-            pil = Image.fromarray(crop, mode="F").resize((3, 4), Image.BILINEAR)
+            pil = Image.fromarray(crop, mode="F").resize((3, 2), Image.BILINEAR)
             np.testing.assert_allclose(got[i, :, :, c], np.asarray(pil), atol=1e-5)
-    np.testing.assert_allclose(np_(A.resize(x, (12, 10))), x)
+    np.testing.assert_allclose(np_(A.resize(x, OP_SHAPE[1:3])), x)
     np.testing.assert_allclose(np_(A.random_flip(x, prob=1.0)), x[:, :, ::-1], atol=0)
 
 
@@ -255,7 +264,7 @@ def test_resized_crop_matches_bilinear_and_pil_and_flip():
 
 
 def test_crop_sampling_statistics_match_torchvision_reference():
-    n, height, width = 8000, 32, 40
+    n, height, width = N_STAT, 32, 40
     boxes = np_(A.sample_crop_boxes(n, height, width, seed=5))
     top, left, h, w = boxes.T
     assert np.all(boxes == np.round(boxes)) and np.all(h >= 1) and np.all(w >= 1)
@@ -266,21 +275,22 @@ def test_crop_sampling_statistics_match_torchvision_reference():
                     for _ in range(n)], np.float64)
     frac, ref_frac = h * w / (height * width), ref[:, 2] * ref[:, 3] / (height * width)
     assert 0.08 * 0.9 < frac.min() and frac.max() <= 1.0
-    assert abs(frac.mean() - ref_frac.mean()) < 0.015, (frac.mean(), ref_frac.mean())
-    assert abs(np.log(w / h).mean() - np.log(ref[:, 3] / ref[:, 2]).mean()) < 0.02
+    # Standard errors at n = 4000: area fraction about 0.0045, log ratio about 0.0027.
+    assert abs(frac.mean() - ref_frac.mean()) < 0.025, (frac.mean(), ref_frac.mean())
+    assert abs(np.log(w / h).mean() - np.log(ref[:, 3] / ref[:, 2]).mean()) < 0.015
     # Positions uniform over the valid range: the relative position averages one half.
     rel = top[h < height] / (height - h[h < height])
-    assert abs(rel.mean() - 0.5) < 0.02
+    assert abs(rel.mean() - 0.5) < 0.025
 
 
 def test_crop_fallback_is_centre_crop_clamped_to_ratio():
     # No try can fit: every area >= 0.95 of the image needs h > 10 at these ratios.
-    wide = np_(A.sample_crop_boxes(50, 10, 100, scale=(0.95, 1.0), seed=0))
-    np.testing.assert_array_equal(wide, np.tile([[0, 43, 10, 13]], (50, 1)))
-    tall = np_(A.sample_crop_boxes(50, 100, 10, scale=(0.95, 1.0), seed=0))
-    np.testing.assert_array_equal(tall, np.tile([[43, 0, 13, 10]], (50, 1)))
-    square = np_(A.sample_crop_boxes(5, 8, 8, scale=(1.0, 1.0), ratio=(2.0, 3.0), seed=0))
-    np.testing.assert_array_equal(square, np.tile([[2, 0, 4, 8]], (5, 1)))
+    wide = np_(A.sample_crop_boxes(N_STAT, 10, 100, scale=(0.95, 1.0), seed=0))
+    np.testing.assert_array_equal(wide, np.tile([[0, 43, 10, 13]], (N_STAT, 1)))
+    tall = np_(A.sample_crop_boxes(N_STAT, 100, 10, scale=(0.95, 1.0), seed=0))
+    np.testing.assert_array_equal(tall, np.tile([[43, 0, 13, 10]], (N_STAT, 1)))
+    square = np_(A.sample_crop_boxes(N_STAT, 8, 8, scale=(1.0, 1.0), ratio=(2.0, 3.0), seed=0))
+    np.testing.assert_array_equal(square, np.tile([[2, 0, 4, 8]], (N_STAT, 1)))
 
 
 # ---------------------------------------------------------------- probabilities
@@ -291,10 +301,9 @@ def frac_changed(before, after):
 
 
 def test_probabilities():
-    n = 2000
-    x = uint8_images(n, 4, 4, 3, seed=6)
+    x = uint8_images(N_STAT, 4, 4, 3, seed=6)
     xf = x.astype(np.float32) / 255
-    tol = 0.04  # > 4 standard deviations at p = 0.5 and n = 2000
+    tol = 0.035  # > 4 standard deviations at p = 0.5 and n = 4000
 
     out = np_(A.Augmenter(only(4, gray_prob=0.2), seed=0)(x))
     is_gray = np.all(np.abs(out - out[..., :1]) < 1e-6, axis=(1, 2, 3))
@@ -312,8 +321,8 @@ def test_probabilities():
     assert abs(frac_changed(xf, out) - 0.5) < tol
 
     # Jitter factors cover U[1 - b, 1 + b]: brightness ratio of a mid-grey image.
-    mid = np.full((n, 2, 2, 1), 100, np.uint8)
-    out = np_(A.color_jitter(mid.astype(np.float32) / 255, brightness=0.4, seed=1))
+    mid = np.full((N_STAT, 4, 4, 3), 100, np.uint8)
+    out = np_(A.Augmenter(only(4, brightness=0.4), seed=1)(mid))
     ratio = out[:, 0, 0, 0] / (100 / 255)
     assert 0.6 - 1e-4 <= ratio.min() < 0.62 and 1.38 < ratio.max() <= 1.4 + 1e-4
     assert abs(ratio.mean() - 1.0) < 0.02
@@ -322,43 +331,48 @@ def test_probabilities():
 # ---------------------------------------------------------------- the layer
 
 
-@pytest.mark.parametrize("n,c,method,dataset", [(1, 1, "mixem", "mnist"),
-                                                (3, 3, "mixem", "cifar10"),
-                                                (1, 3, "mice", "cifar10"),
-                                                (2, 1, "mice", "digits"),
-                                                (1, 3, "anchor", "cifar10")])
-def test_augmenter_shapes_dtypes_ranges(n, c, method, dataset):
+# Layer tests use batch size 1 (the classic crash) and few input shapes.
+@pytest.mark.parametrize("method,dataset", [("mixem", "mnist"), ("mice", "cifar10"),
+                                            ("mixem", "cifar10"), ("anchor", "cifar10"),
+                                            ("mice", "digits")])
+def test_augmenter_shapes_dtypes_ranges(method, dataset):
+    n = 1
     cfg = A.preset(method, dataset)
     h, w = cfg.size
+    c = 1 if dataset in ("mnist", "digits") else 3
     x = uint8_images(n, h, w, c)
     out = np_(A.Augmenter(cfg, seed=0)(x))
     assert out.shape == (n, h, w, c) and out.dtype == np.float32
     mean, std = np.array(cfg.mean), np.array(cfg.std)
     assert np.all(out >= (0 - mean) / std - 1e-5) and np.all(out <= (1 - mean) / std + 1e-5)
-    assert np.isfinite(out).all()
+    assert np.isfinite(out).all() and out.std() > 0
     clean = np_(A.preprocess(x, cfg))
     np.testing.assert_allclose(clean, (x / 255.0 - mean) / std, atol=1e-5)
     np.testing.assert_allclose(np_(A.preprocess(x.astype(np.float32), cfg)), clean, atol=1e-6)
 
 
 def test_channel_conversion_and_resize():
-    grey = uint8_images(2, 28, 28, 1)
+    grey = uint8_images(1, 28, 28, 1)
     cfg = A.AugmentConfig(size=32, output_channels=3, mean=(0.5,), std=(0.5,))
-    assert np_(A.Augmenter(cfg, seed=0)(grey)).shape == (2, 32, 32, 3)
+    layer = A.Augmenter(cfg, seed=0)
+    assert layer.compute_output_shape((None, 28, 28, 1)) == (None, 32, 32, 3)
     clean = np_(A.preprocess(grey, cfg))
-    assert clean.shape == (2, 32, 32, 3) and np.all(clean[..., 0] == clean[..., 2])
-    rgb = uint8_images(2, 16, 16, 3)
-    assert np_(A.preprocess(rgb, A.AugmentConfig(size=8, output_channels=1))).shape == \
-        (2, 8, 8, 1)
+    assert clean.shape == (1, 32, 32, 3)
+    np.testing.assert_allclose(clean[..., 0], clean[..., 2], atol=1e-6)
+    view = np_(A.Augmenter(only(28, output_channels=3), seed=0)(grey))
+    np.testing.assert_allclose(view, np.repeat(grey / 255.0, 3, axis=-1), atol=1e-6)
+    rgb = uint8_images(1, 32, 32, 3)
+    assert np_(A.preprocess(rgb, A.AugmentConfig(size=16, output_channels=1))).shape == \
+        (1, 16, 16, 1)
     with pytest.raises(ValueError):
         A.preprocess(uint8_images(1, 8, 8, 2), A.AugmentConfig(size=8))
     with pytest.raises(ValueError):
-        A.Augmenter(A.preset("mixem", "cifar10"))(uint8_images(1, 32, 32, 1))  # 3-value mean
+        A.Augmenter(A.preset("mixem", "cifar10"))(grey)  # 3-value mean on a grey batch
 
 
 def test_seeded_determinism_and_serialisation():
     cfg = A.preset("mixem", "cifar10")
-    x = uint8_images(4, 32, 32, 3)
+    x = uint8_images(1, 32, 32, 3)
     a, b, c = A.Augmenter(cfg, seed=7), A.Augmenter(cfg, seed=7), A.Augmenter(cfg, seed=8)
     a1, a2 = np_(a(x)), np_(a(x))
     np.testing.assert_array_equal(a1, np_(b(x)))
@@ -367,19 +381,18 @@ def test_seeded_determinism_and_serialisation():
     clone = keras.layers.deserialize(keras.layers.serialize(a))
     assert isinstance(clone, A.Augmenter) and clone.config == cfg and clone.seed == 7
     with pytest.raises(ValueError):
-        A.Augmenter({"size": 32}, seed="0")
+        A.Augmenter(cfg, seed="0")
 
 
 def test_augmenter_inside_compiled_predict():
+    """model.predict traces and compiles the call (tf.function / jax.jit)."""
     cfg = A.preset("mixem", "cifar10")
     inputs = keras.Input((32, 32, 3), dtype="uint8")
     augmenter = A.Augmenter(cfg, seed=0)
     model = keras.Model(inputs, [augmenter(inputs), augmenter(inputs)])
-    x = uint8_images(3, 32, 32, 3)
-    v1, v2 = model.predict(x, batch_size=3, verbose=0)
-    w1, _ = model.predict(x, batch_size=3, verbose=0)
-    assert v1.shape == (3, 32, 32, 3) and v1.dtype == np.float32 and np.isfinite(v1).all()
+    x = uint8_images(2, 32, 32, 3)
+    v1, v2 = model.predict(x, batch_size=2, verbose=0)
+    w1, _ = model.predict(x, batch_size=2, verbose=0)
+    assert v1.shape == (2, 32, 32, 3) and v1.dtype == np.float32 and np.isfinite(v1).all()
     assert np.abs(v1 - v2).max() > 0.1  # two views differ
     assert np.abs(v1 - w1).max() > 0.1  # the seed state advances between compiled calls
-    single = model.predict_on_batch(x[:1])
-    assert single[0].shape == (1, 32, 32, 3)

@@ -335,8 +335,8 @@ def resize_images(images: np.ndarray, image_size) -> np.ndarray:
     per_image = 4 * (in_h * in_w + height * in_w + height * width) * channels
     chunk = max(1, _RESIZE_CHUNK_BYTES // per_image)
     for start in range(0, n, chunk):
-        part = images[start : start + chunk].astype(np.float32)
-        part = np.tensordot(part, rows, axes=([1], [1]))  # [n, W, C, h]  (BLAS GEMMs)
-        part = np.tensordot(part, cols, axes=([1], [1]))  # [n, C, h, w]
-        out[start : start + chunk] = np.clip(np.rint(part.transpose(0, 2, 3, 1)), 0, 255)
+        part = images[start : start + chunk].astype(np.float32).transpose(0, 3, 1, 2)
+        part = np.matmul(np.matmul(rows, part), cols.T)  # [n, C, h, w], batched BLAS GEMMs
+        np.clip(np.rint(part, out=part), 0, 255, out=part)
+        out[start : start + chunk] = part.transpose(0, 2, 3, 1)
     return out

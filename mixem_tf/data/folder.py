@@ -108,20 +108,23 @@ def _labels_from_subfolders(relative: list[tuple[str, ...]]):
     return labels, class_names
 
 
+def _first_few(items) -> str:
+    shown = ", ".join(str(item) for item in items[:_SHOWN_PATHS])
+    extra = len(items) - _SHOWN_PATHS
+    return shown + (f", and {extra} more" if extra > 0 else "")
+
+
 def _skipped_message(root, unreadable, ignored) -> str:
     parts = []
     if unreadable:
-        shown = ", ".join(f"{p} ({why})" for p, why in unreadable[:_SHOWN_PATHS])
-        more = f", and {len(unreadable) - _SHOWN_PATHS} more" if len(unreadable) > _SHOWN_PATHS else ""
-        parts.append(f"{len(unreadable)} unreadable image file(s): {shown}{more}")
+        described = [f"{path} ({why})" for path, why in unreadable]
+        parts.append(f"{len(unreadable)} unreadable image file(s): {_first_few(described)}")
     if ignored:
-        shown = ", ".join(str(p) for p in ignored[:_SHOWN_PATHS])
-        more = f", and {len(ignored) - _SHOWN_PATHS} more" if len(ignored) > _SHOWN_PATHS else ""
         parts.append(
             f"{len(ignored)} file(s) without an image extension "
-            f"({', '.join(IMAGE_EXTENSIONS)}): {shown}{more}"
+            f"({', '.join(IMAGE_EXTENSIONS)}): {_first_few(ignored)}"
         )
-    return f"folder:{root}: skipped " + "; ".join(parts)
+    return f"folder:{root}: skipped " + "; ".join(parts) + " (paths relative to the folder)"
 
 
 def load_folder(
@@ -193,13 +196,15 @@ def load_folder(
     ok = np.array([e is None for e in errors])
     unreadable = [(candidates[i], errors[i]) for i in np.flatnonzero(~ok)]
     if not ok.any():
-        shown = "; ".join(f"{p}: {why}" for p, why in unreadable[:_SHOWN_PATHS])
         raise ValueError(
             f"none of the {len(candidates)} image files under {str(root)!r} could be decoded "
-            f"(first failures: {shown})"
+            f"(failures: {_first_few([f'{p}: {why}' for p, why in unreadable])})"
         )
     if unreadable or ignored:
-        warnings.warn(_skipped_message(root, unreadable, ignored), UserWarning, stacklevel=2)
+        unreadable_rel = [(p.relative_to(root), why) for p, why in unreadable]
+        ignored_rel = [p.relative_to(root) for p in ignored]
+        message = _skipped_message(root, unreadable_rel, ignored_rel)
+        warnings.warn(message, UserWarning, stacklevel=2)
     if not ok.all():
         images = images[ok]
     kept = [p for p, good in zip(candidates, ok) if good]

@@ -142,15 +142,16 @@ def _how_to_provide(source: TfdsSource, data_dir, extra_hint: str | None) -> str
         f"--data_dir {target}` (or tfds.load({source.builder!r}, data_dir={str(target)!r})), "
         "copy that directory here and pass it as data_dir (command line: --data-dir); "
         "without data_dir TFDS looks in $TFDS_DATA_DIR or ~/tensorflow_datasets;",
-        "  - or, where this machine has internet access, pass download=True (TFDS then "
-        "downloads and prepares the data itself).",
+        "  - or, where this machine has internet access, pass download=True and TFDS "
+        "downloads and prepares the data itself"
+        + (";" if extra_hint else "."),
     ]
     if extra_hint:
-        lines.append(f"  - or {extra_hint}")
+        lines.append(f"  - or {extra_hint}.")
     return "\n".join(lines)
 
 
-def _import_tfds(source: TfdsSource, split: str, data_dir, extra_hint):
+def _import_tfds(source: TfdsSource, split: str, extra_hint):
     try:
         import tensorflow_datasets as tfds
     except ImportError as exc:
@@ -189,12 +190,11 @@ def load_tfds(
     source = TFDS_SOURCES[name]
     if split not in source.splits:
         raise ValueError(f"{name!r} has splits {sorted(source.splits)}, not {split!r}")
-    tfds = _import_tfds(source, split, data_dir, extra_hint)
+    tfds = _import_tfds(source, split, extra_hint)
     data_dir = None if data_dir is None else str(data_dir)
     builder = tfds.builder(source.builder, data_dir=data_dir)
-    where = (
-        f"data_dir {builder.data_dir_root!r} (looked for {builder.data_dir!r})"
-        + ("" if data_dir is not None else ", TFDS's default since no data_dir was given")
+    where = f"data_dir '{builder.data_dir_root}' (looked for '{builder.data_dir}'" + (
+        ")" if data_dir is not None else "; TFDS's default, as no data_dir was given)"
     )
     if download:
         try:
@@ -208,13 +208,12 @@ def load_tfds(
             ) from None
     try:
         tf_ds = builder.as_dataset(split=source.splits[split], shuffle_files=False)
-    except AssertionError as exc:  # TFDS's way of saying "no prepared data here"
+    except AssertionError:  # TFDS's way of saying "no prepared data here"
+        state = "on but left nothing" if download else "off (download=False)"
         raise DatasetUnavailableError(
             f"dataset {name!r} (split {split!r}) is not available: TFDS builder "
             f"{source.builder!r} (version {builder.version}) has no prepared data in {where}, "
-            f"and downloading is {'on but left nothing' if download else 'off (download=False)'}"
-            f". TFDS said: {str(exc).splitlines()[0]}\n"
-            + _how_to_provide(source, data_dir, extra_hint)
+            f"and downloading is {state}.\n" + _how_to_provide(source, data_dir, extra_hint)
         ) from None
 
     labelled = split not in source.unlabeled_splits

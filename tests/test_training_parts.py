@@ -1,0 +1,106 @@
+"""Schedules, checkpoints and feeding: the parts of the training loop, one by one."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import keras
+
+from mixem_tf import checkpoints
+from mixem_tf.feeding import EpochBatches, epoch_permutation
+from mixem_tf.schedules import ConstantThenCosine
+
+pytestmark = pytest.mark.core
+
+
+def test_constant_then_cosine_matches_the_official_schedule():
+    # PyTorch: constant through epoch 10, then CosineAnnealingLR(T_max=200) stepped per epoch.
+    schedule = ConstantThenCosine(1e-4, steps_per_epoch=5, constant_epochs=10, cosine_epochs=200)
+    for epoch in (0, 9, 10, 11, 100, 199):
+        k = max(0, epoch - 10)
+        expected = 1e-4 * 0.5 * (1 + math.cos(math.pi * k / 200))
+        assert float(schedule(epoch * 5 + 3)) == pytest.approx(expected, rel=1e-5)
+    assert float(schedule(0)) == float(schedule(10 * 5 + 4)) == pytest.approx(1e-4)
+
+
+def test_schedule_rejects_bad_values():
+    with pytest.raises(ValueError, match="learning rate"):
+        ConstantThenCosine(0.0, 5)
+
+
+def _tiny_model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def test_checkpoint_round_trip_restores_model_and_optimizer(tmp_path):
+    model = _tiny_model()
+    model.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
+    checkpoints.save(tmp_path, 1, model, model.optimizer)
+    other = _tiny_model()
+    path, record = checkpoints.latest_checkpoint(tmp_path)
+    assert record["epoch"] == 1
+    checkpoints.restore(path, other, other.optimizer)
+    for a, b in zip(model.variables + model.optimizer.variables,
+                    other.variables + other.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+def test_checkpoints_keep_the_last_two_and_point_to_the_newest(tmp_path):
+    model = _tiny_model()
+    for epoch in (1, 2, 3):
+        checkpoints.save(tmp_path, epoch, model)
+    assert sorted(p.name for p in tmp_path.glob("epoch-*.npz")) == ["epoch-0002.npz",
+                                                                   "epoch-0003.npz"]
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["epoch"] == 3
+
+
+def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model = _tiny_model()
+    checkpoints.save(tmp_path, 1, model)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save(tmp_path, 2, model)
+    path, record = checkpoints.latest_checkpoint(tmp_path)
+    assert record["epoch"] == 1 and path.name == "epoch-0001.npz"
+    assert not list(tmp_path.glob("*.tmp"))
+    checkpoints.restore(path, _tiny_model())
+
+
+def test_checkpoint_of_another_architecture_is_an_error(tmp_path):
+    checkpoints.save(tmp_path, 1, _tiny_model())
+    bigger = keras.Sequential([keras.Input((3,)), keras.layers.Dense(5)])
+    with pytest.raises(checkpoints.CheckpointMismatchError, match="shape"):
+        checkpoints.restore(tmp_path / "epoch-0001.npz", bigger)
+
+
+def test_epoch_batches_cover_each_image_once_and_depend_only_on_seed_and_epoch():
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
+    feeder = EpochBatches(images, 3, seed=4, start_epoch=2, end_epoch=4)
+    batches = [b.ravel() for b in feeder]
+    assert feeder.steps_per_epoch == 3 and len(batches) == 6  # incomplete batches dropped
+    assert np.array_equal(np.concatenate(batches[:3]), epoch_permutation(10, 4, 2)[:9])
+    assert np.array_equal(np.concatenate(batches[3:]), epoch_permutation(10, 4, 3)[:9])
+    resumed = EpochBatches(images, 3, seed=4, start_epoch=3, end_epoch=4, prefetch=0)
+    assert all(np.array_equal(a, b.ravel()) for a, b in zip(batches[3:], resumed))
+
+
+def test_epoch_batches_shards_split_each_epoch_between_workers():
+    images = np.arange(12, dtype=np.uint8).reshape(12, 1, 1, 1)
+    shards = [list(EpochBatches(images, 2, seed=1, shard=(i, 2))) for i in range(2)]
+    seen = np.concatenate([b.ravel() for shard in shards for b in shard])
+    assert sorted(seen.tolist()) == list(range(12))
+
+
+def test_epoch_batches_reject_bad_input():
+    with pytest.raises(ValueError, match="batch size"):
+        EpochBatches(np.zeros((4, 2, 2, 1), np.uint8), 5)
+    with pytest.raises(ValueError, match="uint8"):
+        EpochBatches(np.zeros((4, 2, 2, 1), np.float32), 2)
