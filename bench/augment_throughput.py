@@ -1,9 +1,9 @@
 """Throughput of the augmentation pipeline (two views per image), compiled, warm-up excluded.
 
-Runs under the current ``KERAS_BACKEND``. A small ``keras.Model`` draws two views of a uint8
-batch with one :class:`mixem_tf.augment.Augmenter` and returns a two-number checksum (so the
-timing is the augmentation, not a device-to-host copy of the views; ``--fetch-views`` returns
-the views instead). ``predict_on_batch`` traces and compiles the call once (``tf.function``,
+Runs under the current ``KERAS_BACKEND``. A small functional ``keras.Model`` draws two views
+of a uint8 batch with one :class:`mixem_tf.augment.Augmenter` and returns a two-number
+checksum (so the timing is the augmentation, not a device-to-host copy of the views;
+``--fetch-views`` returns the views instead). ``predict_on_batch`` traces and compiles the call once (``tf.function``,
 with XLA where ``--jit-compile`` says so, or ``jax.jit``); the first ``--warmup`` calls, which
 include the compilation, are not timed.
 
@@ -44,25 +44,19 @@ def positive_int(text):
     return value
 
 
-class TwoViews(keras.Model):
-    """Two augmented views of a batch; returns their means unless ``fetch_views``."""
-
-    def __init__(self, config, seed=0, fetch_views=False, **kwargs):
-        super().__init__(**kwargs)
-        self.augmenter = Augmenter(config, seed=seed)
-        self.fetch_views = fetch_views
-
-    def call(self, images):
-        a, b = self.augmenter(images), self.augmenter(images)
-        if self.fetch_views:
-            return a, b
-        return ops.stack([ops.mean(a), ops.mean(b)])
+def two_views_model(config, shape, seed=0, fetch_views=False):
+    """Functional model: uint8 batch -> two views (or their means, a 2-number checksum)."""
+    inputs = keras.Input(shape, dtype="uint8")
+    augmenter = Augmenter(config, seed=seed)
+    a, b = augmenter(inputs), augmenter(inputs)
+    outputs = [a, b] if fetch_views else ops.stack([ops.mean(a), ops.mean(b)])
+    return keras.Model(inputs, outputs)
 
 
 def measure(shape, method, batch, steps, warmup, jit_compile, fetch_views, seed=0):
     dataset = _DATASET_OF_SHAPE.get(shape, "folder:bench")
     config = preset(method, dataset, image_size=shape[:2])
-    model = TwoViews(config, seed=seed, fetch_views=fetch_views)
+    model = two_views_model(config, shape, seed=seed, fetch_views=fetch_views)
     model.compile(jit_compile=jit_compile)
     images = np.random.default_rng(seed).integers(0, 256, (batch,) + shape, dtype=np.uint8)
     start = time.perf_counter()

@@ -33,18 +33,21 @@ except where said):
 * The flip is folded into the crop's resampling. Every later op is per pixel, uses a whole-
   image mean, or is a symmetric blur, so flipping first gives the same image as MiCE's
   flip-last order.
-* Under ``order="mixem"`` the blur runs on the float image after grayscale, as in MIX'EM's
-  ``GaussianBlur`` (OpenCV, ``BORDER_REFLECT_101``); here the border is ``reflect`` (the same
-  rule: the edge pixel is not repeated).
+* The blur is OpenCV's ``GaussianBlur`` (fixed odd kernel, ``BORDER_REFLECT_101``) on the
+  float image, also written as two batched matrix products per image.
+* Those matrix products (resampling and blur) run in float32; on GPUs whose backend uses TF32
+  for float32 matmuls by default, expect errors near 1e-3 (below a uint8 step).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 import keras
+import numpy as np
 from keras import ops
 
 __all__ = [
@@ -160,12 +163,12 @@ class AugmentConfig:
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         size = self.size
-        if isinstance(size, (int,)) and not isinstance(size, bool):
+        if _is_int(size):
             size = (size, size)
         size = _pair(size, "size", cast=lambda v: v)
-        if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
+        if not all(_is_int(s) and s > 0 for s in size):
             raise ValueError(f"size must be positive ints (height, width), got {self.size!r}")
-        set_("size", size)
+        set_("size", tuple(int(s) for s in size))
 
         lo, hi = _pair(self.crop_scale, "crop_scale")
         if not 0.0 < lo <= hi <= 1.0:
@@ -199,8 +202,13 @@ class AugmentConfig:
         set_("blur_sigma", (lo, hi))
         if self.blur_kernel is not None:
             k = self.blur_kernel
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
+            if not _is_int(k) or k < 1 or k % 2 == 0:
                 raise ValueError(f"blur_kernel must be None or an odd int >= 1, got {k!r}")
+            set_("blur_kernel", int(k))
+        if self.blur_enabled and self.blur_kernel_size // 2 >= min(size):
+            raise ValueError(
+                f"blur kernel {self.blur_kernel_size} is too large for size {size}: its radius "
+                "must be smaller than both sides")
 
         mean = tuple(float(m) for m in _as_sequence(self.mean, "mean"))
         std = tuple(float(s) for s in _as_sequence(self.std, "std"))
@@ -250,13 +258,19 @@ class AugmentConfig:
         return cls(**data)
 
 
+def _is_int(value):
+    """Python or NumPy integer, not bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _as_sequence(value, name):
     if isinstance(value, (int, float)):
         return (value,)
     try:
         return tuple(value)
     except TypeError:
-        raise ValueError(f"{name} must be a number or a sequence of numbers, got {value!r}") from None
+        raise ValueError(
+            f"{name} must be a number or a sequence of numbers, got {value!r}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,13 +499,13 @@ def sample_crop_boxes(batch_size, height: int, width: int, scale=(0.08, 1.0),
 
 
 def _resample_matrix(start, length, out_size, in_size, flip=None):
-    """Per-image ``[N, out, in]`` weights of PIL's bilinear resampling of ``[start, start+len)``.
+    """Per-image ``[N, out, in]`` weights that crop ``[start, start + length)`` and resize it.
 
-    PIL ``Image.resize(BILINEAR, box=...)``: output pixel ``o`` is centred at
-    ``start + (o + 0.5) * scale`` (``scale = len / out``); input pixel ``p`` weighs
-    ``max(0, 1 - |p + 0.5 - centre| / max(scale, 1))``; pixels outside the box are dropped and
-    the weights renormalised. Upsampling is ordinary half-pixel bilinear with edge clamping;
-    downsampling is antialiased.
+    PIL's ``BILINEAR`` resize of the cropped image (torchvision crops, then resizes): output
+    pixel ``o`` is centred at ``start + (o + 0.5) * scale`` (``scale = length / out``); input
+    pixel ``p`` weighs ``max(0, 1 - |p + 0.5 - centre| / max(scale, 1))``; pixels outside the
+    crop are dropped and the weights renormalised. Upsampling is ordinary half-pixel bilinear
+    with edges clamped to the crop; downsampling is antialiased.
     """
     scale = length / float(out_size)                                   # [N]
     support = ops.maximum(scale, 1.0)
@@ -526,8 +540,19 @@ def resized_crop(images, boxes, size, flip=None):
         flip = ops.cast(ops.convert_to_tensor(flip), "bool")
     rows = _resample_matrix(boxes[:, 0], boxes[:, 2], out_h, height)            # [N, h, H]
     cols = _resample_matrix(boxes[:, 1], boxes[:, 3], out_w, width, flip)      # [N, w, W]
-    x = ops.einsum("nyk,nkwc->nywc", rows, ops.cast(images, "float32"))
-    return ops.einsum("nxk,nykc->nyxc", cols, x)
+    return _separable(images, rows, cols)
+
+
+def _separable(images, rows, cols):
+    """``out[n] = rows[n] @ images[n] @ cols[n]ᵀ`` per channel: a separable linear filter.
+
+    Channels move next to the batch so both products are plain batched matmuls (faster than
+    the equivalent einsums on TensorFlow and JAX, CPU).
+    """
+    x = ops.transpose(ops.cast(images, "float32"), (0, 3, 1, 2))          # [N, C, H, W]
+    x = ops.matmul(rows[:, None], x)                                       # [N, C, h, W]
+    x = ops.matmul(x, ops.transpose(cols, (0, 2, 1))[:, None])            # [N, C, h, w]
+    return ops.transpose(x, (0, 2, 3, 1))
 
 
 def resize(images, size):
@@ -594,6 +619,11 @@ def adjust_saturation(images, factor):
     return _blend(images, _luma(images), _per_image(factor))
 
 
+def _frac(t):
+    """``t mod 1`` as ``t - floor(t)``: XLA on CPU runs float ``mod`` (fmod) about 5x slower."""
+    return t - ops.floor(t)
+
+
 def _rgb_to_hsv(x):
     """``[N, H, W, 3]`` RGB → h, s, v each ``[N, H, W, 1]`` (colorsys / torchvision rules)."""
     r, g, b = x[..., 0:1], x[..., 1:2], x[..., 2:3]
@@ -603,7 +633,7 @@ def _rgb_to_hsv(x):
     c = (maxc - x) / ops.where(delta > 0.0, delta, 1.0)      # rc, gc, bc
     rc, gc, bc = c[..., 0:1], c[..., 1:2], c[..., 2:3]
     h = ops.where(r == maxc, bc - gc, ops.where(g == maxc, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = ops.where(delta > 0.0, ops.mod(h / 6.0, 1.0), 0.0)
+    h = ops.where(delta > 0.0, _frac(h / 6.0), 0.0)
     return h, s, maxc
 
 
@@ -613,7 +643,7 @@ _HSV_N = (5.0, 3.0, 1.0)
 
 
 def _hsv_to_rgb(h, s, v):
-    k = ops.mod(ops.convert_to_tensor(_HSV_N, dtype=h.dtype) + 6.0 * h, 6.0)
+    k = 6.0 * _frac(ops.convert_to_tensor(_HSV_N, dtype=h.dtype) / 6.0 + h)   # (n + 6h) mod 6
     return v - v * s * ops.clip(ops.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
@@ -626,7 +656,7 @@ def adjust_hue(images, factor):
     if images.shape[-1] == 1:
         return images
     h, s, v = _rgb_to_hsv(images)
-    h = ops.mod(h + _per_image(factor), 1.0)
+    h = _frac(h + _per_image(factor))
     return _hsv_to_rgb(h, s, v)
 
 
@@ -714,11 +744,12 @@ def _jitter_in_key_order(images, factors, keys, use):
         f = ops.where(active, slot_factor, 1.0)                              # [N, m]
         w_mean = (1.0 - f) * ops.cast(slot_op == 1, "float32")
         w_luma = (1.0 - f) * ops.cast(slot_op == 2, "float32")
-        coef = ops.reshape(ops.stack([f, w_mean, w_luma], axis=1), (-1, 1, 1, 1, 3, len(blend_ops)))
+        coef = ops.reshape(ops.stack([f, w_mean, w_luma], axis=1),
+                           (-1, 1, 1, 1, 3, len(blend_ops)))
         for t in range(len(blend_ops)):
             c = coef[..., t]
-            x = ops.clip(c[..., 0] * x + c[..., 1] * _mean_luma(x) + c[..., 2] * _luma(x),
-                         0.0, 1.0)
+            ref = c[..., 1] * _mean_luma(x) + c[..., 2] * _luma(x)      # one channel
+            x = ops.clip(c[..., 0] * x + ref, 0.0, 1.0)
         return x
 
     if use_hue:
@@ -774,9 +805,11 @@ def gaussian_blur(images, sigma, kernel_size: int):
     """Gaussian blur with a fixed odd ``kernel_size`` and per-image ``sigma`` (scalar or
     ``[N]``), like MIX'EM's ``cv2.GaussianBlur(img, (k, k), sigma)`` (METHODS §1.3).
 
-    Separable: one vertical and one horizontal pass, each a sum of ``k`` shifted copies.
     Border: ``reflect`` (``d c b | a b c d | c b a``, edge pixel not repeated), which is
     OpenCV's default ``BORDER_REFLECT_101``. The kernel radius must be smaller than H and W.
+    Separable, with the border folded into per-image banded ``[H, H]`` and ``[W, W]`` filter
+    matrices, applied like a resize (two batched matrix products): on TensorFlow without XLA
+    this runs about twice as fast as ``k`` shifted copies per pass, and as fast under XLA.
     """
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd int >= 1, got {kernel_size}")
@@ -793,11 +826,20 @@ def gaussian_blur(images, sigma, kernel_size: int):
     if len(sigma.shape) == 0:
         sigma = ops.zeros((n,), "float32") + sigma
     w = gaussian_kernel(sigma, kernel_size)                     # [N, k]
-    w = ops.reshape(w, (-1, kernel_size, 1, 1, 1))
-    x = ops.pad(images, ((0, 0), (r, r), (0, 0), (0, 0)), mode="reflect")
-    x = sum(w[:, i] * x[:, i:i + height] for i in range(kernel_size))
-    x = ops.pad(x, ((0, 0), (0, 0), (r, r), (0, 0)), mode="reflect")
-    return sum(w[:, i] * x[:, :, i:i + width] for i in range(kernel_size))
+    rows = ops.einsum("nk,kyz->nyz", w, _reflect_taps(height, kernel_size))
+    cols = rows if width == height else ops.einsum("nk,kyz->nyz", w,
+                                                   _reflect_taps(width, kernel_size))
+    return _separable(images, rows, cols)
+
+
+def _reflect_taps(size, kernel_size):
+    """Static ``[k, size, size]``: tap ``i`` of output ``y`` reads ``reflect(y + i - k//2)``."""
+    r = kernel_size // 2
+    src = np.abs(np.arange(size)[None, :] + np.arange(kernel_size)[:, None] - r)
+    src = np.where(src > size - 1, 2 * (size - 1) - src, src)   # reflect-101; r < size
+    taps = np.zeros((kernel_size, size, size), np.float32)
+    taps[np.arange(kernel_size)[:, None], np.arange(size)[None, :], src] = 1.0
+    return ops.convert_to_tensor(taps)
 
 
 def random_gaussian_blur(images, prob: float = 0.5, sigma=(0.1, 2.0),
@@ -841,6 +883,18 @@ def _check_config(config):
         raise ValueError(f"config must be an AugmentConfig, got {type(config).__name__}")
 
 
+def _prepare(images, config):
+    """uint8 (or float in [0, 255]) → float32 in [0, 1] with the config's output channels."""
+    x = _convert_channels(_to_unit_float(images), config.output_channels)
+    c = x.shape[-1]
+    if len(config.mean) not in (1, c):
+        raise ValueError(
+            f"the config normalises {len(config.mean)} channels but the batch has {c} "
+            f"(input shape {tuple(images.shape)}); use a preset for this dataset or set "
+            "output_channels")
+    return x
+
+
 def preprocess(images, config: AugmentConfig):
     """Evaluation path: the same channel conversion, resize and normalisation as the views,
     no randomness (METHODS §1.6: evaluation must use the training normalisation).
@@ -854,8 +908,7 @@ def preprocess(images, config: AugmentConfig):
         differs from ``config.size``.
     """
     _check_config(config)
-    x = _convert_channels(_to_unit_float(images), config.output_channels)
-    x = resize(x, config.size)
+    x = resize(_prepare(images, config), config.size)
     return normalize(x, config.mean, config.std)
 
 
@@ -885,8 +938,9 @@ class Augmenter(keras.layers.Layer):
         if isinstance(config, dict):
             config = AugmentConfig.from_dict(config)
         _check_config(config)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and not _is_int(seed):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
+        seed = None if seed is None else int(seed)
         self.config = config
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -894,7 +948,7 @@ class Augmenter(keras.layers.Layer):
 
     def call(self, images):
         cfg = self.config
-        x = _convert_channels(_to_unit_float(images), cfg.output_channels)
+        x = _prepare(images, cfg)
         # One uniform draw per view, sliced between the ops: fewer PRNG kernels to run (and,
         # under eager JAX, to compile) than one draw per op.
         widths = (_CROP_DRAWS + 1, _JITTER_DRAWS, 1, _BLUR_DRAWS)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import time
+from pathlib import Path
 
 import keras
 
 from mixem_tf import checkpoints
 
-__all__ = ["EpochCheckpoint", "NonFiniteLossError", "StopOnNonFiniteLoss", "Throughput"]
+__all__ = [
+    "ComponentMonitor",
+    "EpochCheckpoint",
+    "HistoryCSV",
+    "NonFiniteLossError",
+    "StopOnNonFiniteLoss",
+    "Throughput",
+]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -84,3 +93,66 @@ class Throughput(keras.callbacks.Callback):
             self.per_epoch.append(rate)
             if logs is not None:
                 logs["images_per_s"] = rate
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Appends one row per epoch (epoch number from 1, then every log) to a CSV file.
+
+    Unlike Keras' CSVLogger it writes no empty validation columns, and a resumed run appends
+    to the same file under the same header.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        if self.path.exists() and self.path.stat().st_size:
+            with self.path.open() as handle:
+                columns = next(csv.reader(handle))
+            columns += [k for k in logs if k not in columns]
+        else:
+            columns = list(logs)
+        new_file = not self.path.exists() or not self.path.stat().st_size
+        with self.path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, columns, restval="")
+            if new_file:
+                writer.writeheader()
+            writer.writerow(logs)
+
+
+class ComponentMonitor(keras.callbacks.Callback):
+    """Per-epoch occupancy of the mixture components (METHODS.md §5.8).
+
+    Assigns a fixed sample of training images to argmax π after every epoch, adds
+    `largest_component` (share of the busiest component) and `components_used` to the logs
+    (so they reach the progress bar, history.csv and TensorBoard), appends the whole occupancy
+    vector to `occupancy.jsonl`, and warns when one component holds more than `alarm` of them.
+    """
+
+    def __init__(self, images, path=None, alarm: float = 0.5):
+        super().__init__()
+        self.images = images
+        self.path = Path(path) if path else None
+        self.alarm = alarm
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+        import sys
+
+        import numpy as np
+
+        pi = self.model.predict(self.images, batch_size=256, verbose=0)["pi"]
+        counts = np.bincount(np.argmax(pi, axis=-1), minlength=pi.shape[-1])
+        share = counts / counts.sum()
+        if logs is not None:
+            logs["largest_component"] = float(share.max())
+            logs["components_used"] = float((counts > 0).sum())
+        if self.path is not None:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps({"epoch": epoch + 1, "occupancy": share.tolist()}) + "\n")
+        if share.max() > self.alarm:
+            print(f"warning: epoch {epoch + 1}: component {int(share.argmax())} holds "
+                  f"{share.max():.0%} of the images; the mixture may be collapsing (raise the "
+                  "marginal-entropy weight or lower the learning rate)", file=sys.stderr)

@@ -19,6 +19,7 @@ from keras import ops
 
 __all__ = [
     "CheckpointMismatchError",
+    "copy_variables",
     "latest_checkpoint",
     "load_variables",
     "restore",
@@ -105,6 +106,12 @@ def _assign(variables, saved, what: str, path) -> None:
             )
     for variable, (_, value) in zip(variables, saved):
         variable.assign(value)
+
+
+def copy_variables(source, target, what: str) -> None:
+    """Copies `source` variables into `target` ones, checking count and shapes first."""
+    values = [(v.path, ops.convert_to_numpy(v.value)) for v in source]
+    _assign(target, values, what, "the source run")
 
 
 def restore(path, model, optimizer=None) -> None:

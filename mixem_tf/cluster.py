@@ -166,35 +166,100 @@ def assign(features, centroids, *, normalize: bool = False) -> np.ndarray:
 SETTINGS_BY_NAME = {"official": OFFICIAL, "sklearn": SKLEARN}
 
 
+def component_init(features, components, num_clusters: int, *, num_components=None,
+                   seed: int = 0) -> np.ndarray:
+    """K-means initial centres from mixture components (MIX'EM `cluster_eval.py`, §1.4).
+
+    With as many components as clusters: centre k is the mean feature of the samples whose
+    argmax π is k; an empty component gets a centre drawn uniformly between the features'
+    per-dimension min and max (as the official code). With more components than clusters
+    (over-clustering): the means of the `num_clusters` most frequent components ("FRQBASED").
+
+    Args:
+        features: [N, D].
+        components: argmax π per sample [N].
+        num_components: the mixture's K (default: num_clusters).
+    """
+    features = _as_features(features)
+    components = np.asarray(components, dtype=np.int64)
+    if components.shape != (features.shape[0],):
+        raise ValueError(f"need one component id per sample: {components.shape} ids for "
+                         f"{features.shape[0]} samples")
+    num_components = int(num_components or num_clusters)
+    if num_components < num_clusters:
+        raise ValueError(f"{num_components} components cannot seed {num_clusters} clusters")
+    counts = np.bincount(components, minlength=num_components)
+    if counts.size > num_components:
+        raise ValueError(f"component id {components.max()} is out of range for "
+                         f"{num_components} components")
+    if num_components == num_clusters:
+        chosen = np.arange(num_clusters)
+    else:
+        chosen = np.argsort(-counts, kind="stable")[:num_clusters]
+    rng = np.random.default_rng(seed)
+    low, high = features.min(axis=0), features.max(axis=0)
+    centres = np.empty((num_clusters, features.shape[1]))
+    for row, component in enumerate(chosen):
+        if counts[component]:
+            centres[row] = features[components == component].mean(axis=0)
+        else:
+            centres[row] = rng.uniform(low, high)
+    return centres
+
+
 def readout_table(features: dict, labels, num_clusters: int, *, settings="official",
-                  default: dict | None = None, seed: int = 0) -> list[dict]:
-    """K-means on every feature, raw and L2-normalised, scored against `labels`.
+                  default: dict | None = None, components=None, num_components=None,
+                  seed: int = 0) -> list[dict]:
+    """Every read-out of a method's features, scored against `labels`.
+
+    For each feature (raw and L2-normalised): K-means with k-means++ seeding ("kmeans", the
+    papers' "random init"), and, when the mixture's argmax `components` are given, K-means
+    initialised from the component means ("kmeans_component_init", one run). With components,
+    also the mixture's own argmax as the clustering ("mixture_argmax").
 
     Args:
         features: name → [N, D] array (e.g. {"h": ..., "z": ...}).
         labels: ground truth for scoring, or None (then only cluster sizes are reported).
-        default: {"feature", "normalize"} of the read-out to mark as the method's default.
+        default: {"feature", "normalize", "clustering"} of the method's default read-out.
 
     Returns:
         One row per read-out: feature, normalize, clustering, acc, nmi, ari, default,
-        cluster_sizes (and the K-means centroids under "centroids", for export).
+        cluster_sizes, and "centroids" ([K, D]; None for the argmax), for export.
     """
     from mixem_tf.metrics import cluster_sizes, evaluate_clustering
 
     if isinstance(settings, str):
         settings = SETTINGS_BY_NAME[settings]
+    default = default or {}
+
+    def row(feature, normalize, clustering, labels_pred, centroids):
+        scores = evaluate_clustering(labels, labels_pred) if labels is not None else {}
+        is_default = (default.get("feature") == feature and
+                      bool(default.get("normalize")) == normalize and
+                      default.get("clustering", "kmeans") == clustering)
+        return {"feature": feature, "normalize": normalize, "clustering": clustering, **scores,
+                "default": is_default,
+                "cluster_sizes": cluster_sizes(labels_pred,
+                                               max(num_clusters, int(labels_pred.max()) + 1)
+                                               ).tolist(),
+                "centroids": centroids}
+
     rows = []
     for name, values in features.items():
         for normalize in (False, True):
             result = kmeans(values, num_clusters, settings=settings, normalize=normalize,
                             seed=seed)
-            scores = evaluate_clustering(labels, result.labels) if labels is not None else {}
-            is_default = bool(default) and default.get("feature") == name and bool(
-                default.get("normalize")) == normalize
-            rows.append({
-                "feature": name, "normalize": normalize, "clustering": "kmeans", **scores,
-                "default": is_default,
-                "cluster_sizes": cluster_sizes(result.labels, num_clusters).tolist(),
-                "centroids": result.centroids,
-            })
+            rows.append(row(name, normalize, "kmeans", result.labels, result.centroids))
+            if components is None:
+                continue
+            space = l2_normalize(values) if normalize else _as_features(values)
+            init = component_init(space, components, num_clusters,
+                                  num_components=num_components, seed=seed)
+            result = kmeans(space, num_clusters, init=init, settings=settings, seed=seed)
+            rows.append(row(name, normalize, "kmeans_component_init", result.labels,
+                            result.centroids))
+    if components is not None:
+        rows.append(row("pi", False, "mixture_argmax", np.asarray(components, np.int64), None))
+    if default and not any(r["default"] for r in rows):
+        raise ValueError(f"the default read-out {default} is not among the read-outs")
     return rows

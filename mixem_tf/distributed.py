@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["gather_replicas", "replica_info"]
+__all__ = ["gather_replicas", "multi_worker", "replica_info"]
 
 
 def _tf_replica_context():
@@ -43,3 +43,21 @@ def gather_replicas(x):
     if context is None:
         return x
     return context.all_gather(x, axis=0)
+
+
+def multi_worker() -> bool:
+    """True under a `MultiWorkerMirroredStrategy` that spans several workers.
+
+    Keras' TensorFlow trainer reduces the logs of such a run with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars a training step
+    returns; `ClusteringMethod.compute_metrics` gives them a leading axis of 1 there.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    return bool(in_multi_worker_mode()) if in_multi_worker_mode else True

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 import keras
+from keras import ops
 
-__all__ = ["ProjectionHead", "torch_dense"]
+__all__ = ["MixtureHead", "ProjectionHead", "torch_dense"]
 
 
 def torch_dense(units: int, fan_in: int, *, name: str | None = None, **kwargs):
@@ -58,3 +59,69 @@ class ProjectionHead(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "out_dim": self.out_dim}
+
+
+def _torch_uniform(fan_in: int):
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+@keras.saving.register_keras_serializable("mixem_tf")
+class MixtureHead(keras.layers.Layer):
+    """MIX'EM's mixture of embeddings (METHODS.md §1.1).
+
+    K component MLPs h → hidden → ReLU → d give u_k; each is L2-normalised to e_k. A mixing MLP
+    h → hidden → ReLU → K gives logits a and π = softmax(a). The mixed embedding is
+    z = Σ_k π_k e_k (not re-normalised; ‖z‖ ≤ 1). The K components run as batched tensor
+    products (one einsum per layer), not a Python loop. Defaults are the paper's: K = 10,
+    d = 32, hidden 512; weights initialised as PyTorch's `nn.Linear`.
+
+    Returns a dict: logits [N, K], pi [N, K], components e [N, K, d], z [N, d], and
+    e_max [N, d] (the component that argmax π selects).
+
+    Example:
+        >>> out = MixtureHead(num_components=10, embedding_dim=32)(h)
+        >>> out["z"].shape, out["pi"].shape      # (N, 32), (N, 10)
+    """
+
+    def __init__(self, num_components: int = 10, embedding_dim: int = 32,
+                 hidden_dim: int = 512, **kwargs):
+        super().__init__(**kwargs)
+        if num_components < 2:
+            raise ValueError(f"a mixture needs at least 2 components, got {num_components}")
+        if embedding_dim < 1 or hidden_dim < 1:
+            raise ValueError(f"head sizes must be positive, got {embedding_dim}, {hidden_dim}")
+        self.num_components = int(num_components)
+        self.embedding_dim = int(embedding_dim)
+        self.hidden_dim = int(hidden_dim)
+
+    def build(self, input_shape):
+        fan_in, k = int(input_shape[-1]), self.num_components
+        self.w1 = self.add_weight((k, fan_in, self.hidden_dim), _torch_uniform(fan_in), name="w1")
+        self.b1 = self.add_weight((k, self.hidden_dim), _torch_uniform(fan_in), name="b1")
+        self.w2 = self.add_weight((k, self.hidden_dim, self.embedding_dim),
+                                  _torch_uniform(self.hidden_dim), name="w2")
+        self.b2 = self.add_weight((k, self.embedding_dim), _torch_uniform(self.hidden_dim),
+                                  name="b2")
+        self.mixing_hidden = torch_dense(self.hidden_dim, fan_in, activation="relu",
+                                         name="mixing_hidden")
+        self.mixing_logits = torch_dense(k, self.hidden_dim, name="mixing_logits")
+        self.mixing_hidden.build(input_shape)
+        self.mixing_logits.build((*input_shape[:-1], self.hidden_dim))
+
+    def call(self, h):
+        hidden = ops.relu(ops.einsum("ni,kih->nkh", h, self.w1) + self.b1)
+        u = ops.einsum("nkh,khd->nkd", hidden, self.w2) + self.b2
+        u = ops.cast(u, "float32")
+        norm = ops.sqrt(ops.sum(ops.square(u), axis=-1, keepdims=True))
+        components = u / ops.maximum(norm, 1e-12)
+        logits = ops.cast(self.mixing_logits(self.mixing_hidden(h)), "float32")
+        pi = ops.softmax(logits, axis=-1)
+        z = ops.einsum("nk,nkd->nd", pi, components)
+        chosen = ops.one_hot(ops.argmax(pi, axis=-1), self.num_components, dtype="float32")
+        e_max = ops.einsum("nk,nkd->nd", chosen, components)
+        return {"logits": logits, "pi": pi, "components": components, "z": z, "e_max": e_max}
+
+    def get_config(self):
+        return {**super().get_config(), "num_components": self.num_components,
+                "embedding_dim": self.embedding_dim, "hidden_dim": self.hidden_dim}

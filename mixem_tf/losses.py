@@ -11,7 +11,13 @@ from keras import ops
 
 from mixem_tf.distributed import gather_replicas, replica_info
 
-__all__ = ["NTXentLoss", "l2_normalize"]
+__all__ = [
+    "NTXentLoss",
+    "associative_pull_push",
+    "l2_normalize",
+    "marginal_negative_entropy",
+    "sharpening",
+]
 
 _MASKED = 1e9  # subtracted from a logit to exclude it; finite, so gradients stay finite
 
@@ -75,3 +81,66 @@ class NTXentLoss:
 
     def get_config(self):
         return {"temperature": self.temperature, "gather_distributed": self.gather_distributed}
+
+
+def _safe_norm(x, axis=-1, eps=1e-12):
+    """‖x‖ with a finite gradient at 0 (a lone dummy sits exactly on its mean)."""
+    return ops.sqrt(ops.sum(ops.square(x), axis=axis) + eps)
+
+
+def marginal_negative_entropy(pi, eps=1e-12):
+    """MIX'EM term (i), one view: Σ_k p̄_k log p̄_k with p̄ = batch mean of π [N, K].
+
+    Minimising it maximises the entropy of the batch-marginal component distribution, which
+    keeps every component in use (METHODS.md §1.2.2). p̄ is clipped at `eps` before the log.
+    """
+    marginal = ops.mean(ops.cast(pi, "float32"), axis=0)
+    return ops.sum(marginal * ops.log(ops.maximum(marginal, eps)))
+
+
+def sharpening(logits, variant: str = "max"):
+    """MIX'EM term (ii), one view: make each instance pick one component (METHODS.md §1.2.3).
+
+    Args:
+        logits: mixing logits a [N, K] (π = softmax(a)).
+        variant: "max", the official code's mean(1 − max_k π); or "entropy", the paper's
+            "instance conditioned component entropy" mean(H(π_n)), computed from log-softmax
+            so a one-hot π gives 0, not NaN.
+    """
+    logits = ops.cast(logits, "float32")
+    if variant == "max":
+        return ops.mean(1.0 - ops.max(ops.softmax(logits, axis=-1), axis=-1))
+    if variant == "entropy":
+        log_pi = ops.log_softmax(logits, axis=-1)
+        return ops.mean(-ops.sum(ops.exp(log_pi) * log_pi, axis=-1))
+    raise ValueError(f"sharpening variant must be 'max' or 'entropy', got {variant!r}")
+
+
+def associative_pull_push(z, pi):
+    """MIX'EM term (iii), one view: associative embedding pull and push (METHODS.md §1.2.4).
+
+    Samples are assigned to c_n = argmax_k π_n (no gradient through the argmax). K zero
+    "dummy" embeddings, the k-th assigned to k, join the batch so every component has a member
+    (as the official code, after CenterNet); m_k is the mean of component k's members, dummy
+    included. pull = (1/K) Σ_k mean over k's members (dummy included) of ‖z_n − m_k‖;
+    push = −(1/(K(K−1))) Σ_{k≠l} ‖m_k − m_l‖. Gradients reach z (so both the components and π).
+
+    Returns:
+        (pull, push), scalars; the method weighs them (w_pull 0.1, w_push 0.05).
+    """
+    z = ops.cast(z, "float32")
+    num_components = ops.shape(pi)[-1]
+    assigned = ops.one_hot(ops.argmax(ops.stop_gradient(pi), axis=-1), num_components,
+                           dtype="float32")
+    members = ops.concatenate([assigned, ops.eye(num_components, dtype="float32")], axis=0)
+    points = ops.concatenate([z, ops.zeros((num_components, ops.shape(z)[-1]), "float32")],
+                             axis=0)
+    counts = ops.sum(members, axis=0)                                   # [K], each >= 1
+    means = ops.matmul(ops.transpose(members), points) / counts[:, None]  # [K, d]
+    distances = _safe_norm(points[:, None, :] - means[None, :, :])       # [N + K, K]
+    pull = ops.mean(ops.sum(members * distances, axis=0) / counts)
+    pairwise = _safe_norm(means[:, None, :] - means[None, :, :])         # [K, K]
+    off_diagonal = 1.0 - ops.eye(num_components, dtype="float32")
+    k = ops.cast(num_components, "float32")
+    push = -ops.sum(pairwise * off_diagonal) / (k * (k - 1.0))
+    return pull, push

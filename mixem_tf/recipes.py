@@ -44,7 +44,7 @@ class TrainConfig:
     Saved as the run's `config.json` and read back by `--resume` and the exporters.
     """
 
-    method: str = "simclr"
+    method: str = "mixem"
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
     train_on: str | None = None
@@ -63,6 +63,12 @@ class TrainConfig:
     constant_epochs: int | None = None
     temperature: float = 0.5
     projection_dim: int = 32
+    num_components: int | None = None
+    embedding_dim: int = 32
+    sharpening: str = "max"
+    term_weights: dict = field(default_factory=dict)
+    start_epochs: dict = field(default_factory=dict)
+    init_from: str | None = None
     seed: int = 0
     precision: str = "float32"
     strategy: str = "default"
@@ -75,6 +81,7 @@ class TrainConfig:
         "precision": ("float32", "mixed_bfloat16", "mixed_float16"),
         "strategy": ("default", "mirrored", "multiworker"),
         "readout_settings": ("official", "sklearn"),
+        "sharpening": ("max", "entropy"),
         "train_on": ("whole", "train", None),
         "evaluate_on": ("test", "all", None),
     }
@@ -119,8 +126,3 @@ class TrainConfig:
             raise ValueError(f"the number of clusters must be at least 2, got {self.clusters}")
         if self.weight_decay is not None and self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-
-    def method_options(self) -> dict:
-        """Constructor options of the method class beyond the shared ones."""
-        options = {"temperature": self.temperature, "projection_dim": self.projection_dim}
-        return {**options, **self.extra}

@@ -25,7 +25,8 @@ import numpy as np
 import keras
 
 from mixem_tf import checkpoints
-from mixem_tf.callbacks import EpochCheckpoint, NonFiniteLossError, StopOnNonFiniteLoss, Throughput
+from mixem_tf.callbacks import (ComponentMonitor, EpochCheckpoint, HistoryCSV,
+                                NonFiniteLossError, StopOnNonFiniteLoss, Throughput)
 from mixem_tf.cluster import readout_table
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.methods import METHODS, build_method
@@ -33,7 +34,8 @@ from mixem_tf.recipes import TrainConfig
 from mixem_tf.report import format_table
 from mixem_tf.schedules import ConstantThenCosine
 
-__all__ = ["RunResult", "library_versions", "make_optimizer", "train_run"]
+__all__ = ["RunResult", "evaluate_run", "library_versions", "make_optimizer", "readout_report",
+           "train_run"]
 
 CONFIG_FILE = "config.json"
 
@@ -84,14 +86,40 @@ def _check_new_run_dir(out_dir: Path, overwrite: bool) -> None:
     _check_writable(out_dir)
 
 
-def _load_run_config(out_dir: Path) -> dict:
-    path = out_dir / CONFIG_FILE
+def _load_run_config(out_dir: Path, flag: str = "--resume") -> dict:
+    path = Path(out_dir) / CONFIG_FILE
     if not path.is_file():
-        raise ValueError(f"--resume: {out_dir} holds no run (no {CONFIG_FILE})")
+        raise ValueError(f"{flag}: {out_dir} holds no run (no {CONFIG_FILE})")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"--resume: {path} is not valid JSON ({error})") from None
+        raise ValueError(f"{flag}: {path} is not valid JSON ({error})") from None
+
+
+def load_backbone(model, run_dir) -> None:
+    """Starts `model`'s backbone from the latest checkpoint of another run (`--init-from`).
+
+    Raises:
+        ValueError: the folder holds no run or no checkpoint.
+        CheckpointMismatchError: the run's backbone has another architecture.
+    """
+    run_dir = Path(run_dir)
+    saved = _load_run_config(run_dir, flag="--init-from")
+    latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
+    if latest is None:
+        raise ValueError(f"--init-from: {run_dir} has no checkpoint to start from")
+    source_config = TrainConfig.from_dict(saved["settings"])
+    input_shape = tuple(saved["input_shape"])
+    source = build_method(source_config, input_shape, saved["num_clusters"])
+    source(np.zeros((2, *input_shape), np.uint8))
+    checkpoints.restore(latest[0], source)
+    try:
+        checkpoints.copy_variables(source.backbone.variables, model.backbone.variables,
+                                   "backbone")
+    except checkpoints.CheckpointMismatchError as error:
+        raise checkpoints.CheckpointMismatchError(
+            f"--init-from: the backbone of {run_dir} ({source_config.backbone}) does not fit "
+            f"this model's ({model.backbone.name}): {error}") from None
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int):
@@ -142,33 +170,55 @@ class _Strategy:
         return self.tf_strategy.scope() if self.tf_strategy else contextlib.nullcontext()
 
 
+def _check_batch_split(config, strategy: _Strategy) -> None:
+    """The global batch must split evenly over the workers and over every replica."""
+    replicas = strategy.tf_strategy.num_replicas_in_sync if strategy.tf_strategy else 1
+    for count, what in ((strategy.workers, "workers"), (replicas, "replicas")):
+        if config.batch_size % count:
+            raise ValueError(f"batch size {config.batch_size} must divide by the {count} {what}")
+
+
 def _training_data(images, config, strategy: _Strategy, start_epoch: int):
-    """(batches, steps per epoch); multi-worker: a tf.data pipeline of this worker's share."""
-    if config.batch_size % strategy.workers:
-        raise ValueError(f"batch size {config.batch_size} must divide by the "
-                         f"{strategy.workers} workers")
+    """(batches, steps per epoch) for `fit`.
+
+    Without a tf.distribute strategy: a generator of uint8 batches. With one: a distributed
+    dataset (`distribute_datasets_from_function`) in which each worker feeds its own share of
+    every global batch (shard (worker, workers) of the same epoch order), split among its local
+    replicas, so that one step consumes `batch_size` images in all, as on one device. (Handing
+    Keras a per-worker dataset instead lets `experimental_distribute_dataset` take each
+    worker's share for the global batch and split it again over every replica: half the batch
+    per step on two workers.) Each new iterator starts the feeder afresh.
+    """
+    _check_batch_split(config, strategy)
     feeder = EpochBatches(images, config.batch_size // strategy.workers, seed=config.seed,
                           start_epoch=start_epoch, end_epoch=config.epochs,
                           shard=(strategy.worker, strategy.workers))
-    if strategy.workers == 1:
+    if strategy.tf_strategy is None:
         return ((batch,) for batch in feeder), feeder.steps_per_epoch
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_generator(
-        lambda: ((batch,) for batch in feeder),
-        output_signature=(tf.TensorSpec((None, *images.shape[1:]), tf.uint8),))
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return dataset.with_options(options), feeder.steps_per_epoch
+    per_replica = config.batch_size // strategy.tf_strategy.num_replicas_in_sync
+    spec = tf.TensorSpec((None, *images.shape[1:]), tf.uint8)
+
+    def worker_dataset(context):
+        dataset = tf.data.Dataset.from_generator(lambda: ((batch,) for batch in feeder),
+                                                 output_signature=(spec,))
+        return dataset if per_replica == feeder.batch_size else dataset.rebatch(per_replica)
+
+    return (strategy.tf_strategy.distribute_datasets_from_function(worker_dataset),
+            feeder.steps_per_epoch)
 
 
-def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int):
+def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, images):
     guard = StopOnNonFiniteLoss()
     throughput = Throughput(config.batch_size)
-    callbacks = [guard, throughput,
-                 EpochCheckpoint(out_dir / "checkpoints", guard, enabled=strategy.is_chief)]
+    callbacks = [guard, throughput]
+    if "pi" in model.feature_names:
+        callbacks.append(ComponentMonitor(images[:2048], out_dir / "occupancy.jsonl"
+                                          if strategy.is_chief else None))
+    callbacks.append(EpochCheckpoint(out_dir / "checkpoints", guard))
     if strategy.is_chief:
-        callbacks.append(keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True))
+        callbacks.append(HistoryCSV(out_dir / "history.csv"))
         try:
             import tensorflow  # noqa: F401  (TensorBoard's writer needs it)
 
@@ -204,6 +254,11 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
             raise ValueError(f"unknown method {config.method!r}; choose from {sorted(METHODS)}")
         config = config.resolved()
         _check_new_run_dir(out_dir, overwrite)
+        if config.init_from:
+            _load_run_config(Path(config.init_from), flag="--init-from")
+            if checkpoints.latest_checkpoint(Path(config.init_from) / "checkpoints") is None:
+                raise ValueError(f"--init-from: {config.init_from} has no checkpoint to start "
+                                 "from")
 
     strategy = _Strategy(config.strategy)
     train, evaluation = load_protocol(
@@ -217,6 +272,7 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     if config.batch_size > len(train):
         raise ValueError(f"batch size {config.batch_size} is larger than the training data "
                          f"({len(train)} images)")
+    _check_batch_split(config, strategy)
 
     if not resume:
         if out_dir.exists() and overwrite:
@@ -240,12 +296,15 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
 
     steps_per_epoch = len(train) // config.batch_size
     with strategy.scope():
-        model = build_method(config, train.image_shape, num_clusters)
+        model = build_method(config, train.image_shape, num_clusters, steps_per_epoch)
         model.compile(optimizer=make_optimizer(config, steps_per_epoch))
         model(train.images[:2])  # builds every layer
         model.optimizer.build(model.trainable_variables)
 
     initial_epoch = 0
+    if config.init_from and not resume:
+        load_backbone(model, config.init_from)
+        print(f"backbone initialised from {config.init_from}", file=sys.stderr)
     if resume:
         path, record = checkpoints.latest_checkpoint(out_dir / "checkpoints")
         checkpoints.restore(path, model, model.optimizer)
@@ -253,7 +312,8 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         print(f"resuming {out_dir} after epoch {initial_epoch} of {config.epochs}",
               file=sys.stderr)
 
-    callbacks, guard, throughput = _callbacks(out_dir, config, strategy, verbose)
+    callbacks, guard, throughput = _callbacks(out_dir, config, strategy, verbose, model,
+                                              train.images)
     history = {}
     if initial_epoch < config.epochs:
         data, steps = _training_data(train.images, config, strategy, initial_epoch)
@@ -270,18 +330,17 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
 
     result = RunResult(out_dir, config, history, images_per_s=throughput.per_epoch, model=model)
     result.readouts = evaluate_run(model, evaluation, num_clusters, config,
-                                   write_to=out_dir if strategy.is_chief else None,
-                                   verbose=verbose)
+                                   write_to=out_dir if strategy.is_chief else None)
     return result
 
 
-def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None, verbose=1):
+def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None):
     """Embeds the evaluation images, runs every read-out, writes metrics.json / readout.npz."""
     features = model.predict(evaluation.images, batch_size=256, verbose=0)
     features = {name: np.asarray(value, dtype=np.float64) for name, value in features.items()}
-    rows = readout_table(features, evaluation.labels, num_clusters,
+    rows = readout_table(labels=evaluation.labels, num_clusters=num_clusters,
                          settings=config.readout_settings, default=model.default_readout,
-                         seed=config.seed)
+                         seed=config.seed, **model.readout_inputs(features))
     if write_to is not None:
         table = [{k: v for k, v in row.items() if k != "centroids"} for row in rows]
         checkpoints.write_json_atomic(Path(write_to) / "metrics.json", {
@@ -290,10 +349,14 @@ def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None, verb
             "num_clusters": num_clusters, "readouts": table,
         })
         np.savez(Path(write_to) / "readout.npz", **{
-            f"{row['feature']}_{'l2' if row['normalize'] else 'raw'}": row["centroids"]
-            for row in rows})
-    if verbose:
-        columns = ["feature", "normalize", "clustering", "acc", "nmi", "ari", "default"]
-        shown = [{**row, "default": "*" if row["default"] else ""} for row in rows]
-        print(format_table(shown, [c for c in columns if c in rows[0] or c == "default"]))
+            f"{row['feature']}_{'l2' if row['normalize'] else 'raw'}_{row['clustering']}":
+                row["centroids"] for row in rows if row["centroids"] is not None})
     return rows
+
+
+def readout_report(rows) -> str:
+    """The read-out table as text, the default read-out marked with *."""
+    columns = ["feature", "normalize", "clustering", "acc", "nmi", "ari", "default"]
+    shown = [{**row, "normalize": "l2" if row["normalize"] else "raw",
+              "default": "*" if row["default"] else ""} for row in rows]
+    return format_table(shown, [c for c in columns if c in rows[0] or c == "default"])

@@ -2,6 +2,7 @@
 §3.3, §5.6). Backend-neutral: run under KERAS_BACKEND=tensorflow and KERAS_BACKEND=jax."""
 
 import colorsys
+import dataclasses
 import itertools
 import math
 
@@ -110,7 +111,7 @@ def test_config_validation():
            dict(blur_sigma=(2.0, 0.1)), dict(blur_kernel=4), dict(mean=(0.5, 0.5)),
            dict(mean=(0.5,), std=(0.0,)), dict(order="byol"), dict(order="mice"),
            dict(flip="yes"), dict(output_channels=2),
-           dict(output_channels=1, mean=(0, 0, 0), std=(1, 1, 1))]
+           dict(output_channels=1, mean=(0, 0, 0), std=(1, 1, 1)), dict(size=(96, 4))]
     for kwargs in bad:
         with pytest.raises(ValueError):
             A.AugmentConfig(**{"size": 32, **kwargs})
@@ -384,15 +385,28 @@ def test_seeded_determinism_and_serialisation():
         A.Augmenter(cfg, seed="0")
 
 
-def test_augmenter_inside_compiled_predict():
+class Preprocess(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+
+    def call(self, images):
+        return A.preprocess(images, self.config)
+
+
+def test_augmenter_and_preprocess_inside_compiled_predict():
     """model.predict traces and compiles the call (tf.function / jax.jit)."""
     cfg = A.preset("mixem", "cifar10")
+    clean_cfg = dataclasses.replace(cfg, size=(40, 40))
     inputs = keras.Input((32, 32, 3), dtype="uint8")
     augmenter = A.Augmenter(cfg, seed=0)
-    model = keras.Model(inputs, [augmenter(inputs), augmenter(inputs)])
+    model = keras.Model(inputs, [augmenter(inputs), augmenter(inputs),
+                                 Preprocess(clean_cfg)(inputs)])
     x = uint8_images(2, 32, 32, 3)
-    v1, v2 = model.predict(x, batch_size=2, verbose=0)
-    w1, _ = model.predict(x, batch_size=2, verbose=0)
+    v1, v2, clean = model.predict(x, batch_size=2, verbose=0)
+    w1, _, _ = model.predict(x, batch_size=2, verbose=0)
     assert v1.shape == (2, 32, 32, 3) and v1.dtype == np.float32 and np.isfinite(v1).all()
     assert np.abs(v1 - v2).max() > 0.1  # two views differ
     assert np.abs(v1 - w1).max() > 0.1  # the seed state advances between compiled calls
+    np.testing.assert_allclose(clean, np_(A.preprocess(x, clean_cfg)), atol=1e-5)
+    assert clean.shape == (2, 40, 40, 3)

@@ -14,7 +14,7 @@ import pytest
 from mixem_tf import checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--dataset", "digits", "--batch-size", "256", "--quiet", "--deterministic"]
+FAST = ["--dataset", "digits", "--method", "simclr", "--batch-size", "256", "--quiet", "--deterministic"]
 
 
 def _fit(*args, check=True, **kwargs):
@@ -93,7 +93,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
         return {k: ops.where(broken, float("nan"), v) for k, v in terms.items()}
 
     monkeypatch.setattr(SimCLR, "loss_terms", poisoned)
-    config = TrainConfig(dataset="digits", batch_size=256, epochs=3)
+    config = TrainConfig(method="simclr", dataset="digits", batch_size=256, epochs=3)
     with pytest.raises(NonFiniteLossError, match=r"epoch 2.*last good checkpoint \(epoch 1\)"):
         train_run(config, tmp_path / "run", verbose=0)
     epoch, weights = _weights(tmp_path / "run")

@@ -20,7 +20,7 @@ from trainers.cli import run
 
 FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the same name
     "dataset": (str, "stl10, cifar10, cifar100_20, mnist, fashion_mnist, digits or folder:PATH"),
-    "method": (str, "simclr"),
+    "method": (str, "mixem (default) or simclr"),
     "data_dir": (str, "where the dataset's files are (TFDS data_dir or IDX folder)"),
     "train_on": (str, "whole (train+test) or train; default: the method's paper protocol"),
     "evaluate_on": (str, "test or all; default: the method's paper protocol"),
@@ -41,6 +41,12 @@ FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the 
     "precision": (str, "float32, mixed_bfloat16 or mixed_float16"),
     "strategy": (str, "default, mirrored or multiworker"),
     "readout_settings": (str, "K-means budget of the read-outs: official or sklearn"),
+    "num_components": (int, "MIX'EM: mixture components (default: K)"),
+    "embedding_dim": (int, "MIX'EM: component embedding size d (paper: 32)"),
+    "sharpening": (str, "MIX'EM term (ii): max (official code) or entropy (paper)"),
+    "init_from": (str, "start the backbone from this run's latest checkpoint (e.g. SimCLR)"),
+    "term_weights": (json.loads, 'MIX\'EM term weights as JSON, e.g. \'{"entropy": 2.0, "pull": 0.1}\''),
+    "start_epochs": (json.loads, 'MIX\'EM first epoch of each term as JSON, e.g. \'{"pull": 10}\''),
 }
 
 
@@ -77,7 +83,7 @@ def config_from_args(args) -> TrainConfig:
 
 def main(argv=None) -> int:
     from mixem_tf.callbacks import NonFiniteLossError
-    from mixem_tf.training import train_run
+    from mixem_tf.training import readout_report, train_run
 
     args = parse_args(argv)
     if args.resume:
@@ -98,10 +104,11 @@ def main(argv=None) -> int:
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    print(readout_report(result.readouts))
     best = result.default_readout
-    print(f"run: {result.out_dir}  default read-out ({best['feature']}, "
-          f"{'L2' if best['normalize'] else 'raw'}, K-means): "
-          + "  ".join(f"{k.upper()} {best[k]:.4f}" for k in ("acc", "nmi", "ari") if k in best))
+    scores = "  ".join(f"{k.upper()} {best[k]:.4f}" for k in ("acc", "nmi", "ari") if k in best)
+    print(f"run: {result.out_dir}  default read-out ({best['clustering']} on "
+          f"{'L2-normalised ' if best['normalize'] else ''}{best['feature']}): {scores}")
     return 0
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from mixem_tf.methods.base import ClusteringMethod
+from mixem_tf.methods.mixem import MixEM
 from mixem_tf.methods.simclr import SimCLR
 
-__all__ = ["METHODS", "ClusteringMethod", "SimCLR", "build_method"]
+__all__ = ["METHODS", "ClusteringMethod", "MixEM", "SimCLR", "build_method"]
 
-METHODS: dict[str, type[ClusteringMethod]] = {"simclr": SimCLR}
+METHODS: dict[str, type[ClusteringMethod]] = {"mixem": MixEM, "simclr": SimCLR}
 
 
-def build_method(config, input_shape, num_clusters: int) -> ClusteringMethod:
+def build_method(config, input_shape, num_clusters: int,
+                 steps_per_epoch: int | None = None) -> ClusteringMethod:
     """The model of a resolved `TrainConfig` for images of `input_shape` (H, W, C)."""
     from mixem_tf.augment import preset
     from mixem_tf.backbones import build_backbone
@@ -21,11 +23,13 @@ def build_method(config, input_shape, num_clusters: int) -> ClusteringMethod:
     size = augment.size
     channels = augment.output_channels or input_shape[-1]
     backbone = build_backbone(config.backbone, (size[0], size[1], channels), stem=config.stem)
-    return METHODS[config.method](
+    method = METHODS[config.method]
+    return method(
         backbone,
         augment,
         num_clusters=num_clusters,
         seed=config.seed,
+        steps_per_epoch=steps_per_epoch,
         coupled_weight_decay=config.weight_decay if config.weight_decay_mode == "coupled" else 0.0,
-        **config.method_options(),
+        **method.options_from(config),
     )

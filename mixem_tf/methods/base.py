@@ -36,6 +36,7 @@ class ClusteringMethod(keras.Model):
         num_clusters: K.
         coupled_weight_decay: λ of the L2 term (λ/2)·Σ‖w‖² added to the loss, as PyTorch's
             `weight_decay` (METHODS.md §5.3); 0 disables it.
+        steps_per_epoch: optimiser steps per epoch, for terms scheduled by epoch.
         num_views: augmented views per image (2 for SimCLR/MIX'EM, 3 for MiCE/method 3).
         loss_names: the names of `loss_terms`' entries, logged each epoch.
     """
@@ -43,7 +44,13 @@ class ClusteringMethod(keras.Model):
     num_views = 2
     loss_names: tuple[str, ...] = ()
     feature_names: tuple[str, ...] = ("h",)
+    readout_features: tuple[str, ...] | None = None  # default: feature_names
     default_readout = {"feature": "h", "normalize": True, "clustering": "kmeans"}
+
+    @classmethod
+    def options_from(cls, config) -> dict:
+        """Constructor options of this method taken from a `TrainConfig`."""
+        return {"temperature": config.temperature, **config.extra}
 
     def __init__(
         self,
@@ -53,6 +60,7 @@ class ClusteringMethod(keras.Model):
         num_clusters: int,
         coupled_weight_decay: float = 0.0,
         seed: int = 0,
+        steps_per_epoch: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -65,6 +73,7 @@ class ClusteringMethod(keras.Model):
         self.augmenter = Augmenter(augment_config, seed=seed)
         self.num_clusters = int(num_clusters)
         self.coupled_weight_decay = float(coupled_weight_decay)
+        self.steps_per_epoch = steps_per_epoch
         self.term_trackers = [keras.metrics.Mean(name=name) for name in self.loss_names]
 
     # -- what a method provides ---------------------------------------------------------
@@ -91,12 +100,39 @@ class ClusteringMethod(keras.Model):
         outputs = self.forward(preprocess(images, self.augment_config), training=False)
         return {name: outputs[name] for name in self.feature_names}
 
+    def readout_inputs(self, features: dict) -> dict:
+        """Arguments of `cluster.readout_table` beyond the labels: features to cluster, and
+        for mixture methods the argmax components."""
+        names = self.readout_features or self.feature_names
+        return {"features": {name: features[name] for name in names}}
+
     def weight_decay_term(self):
         """(λ/2)·Σ‖w‖² over every trainable weight (BN and biases too, as the papers)."""
         if not self.coupled_weight_decay:
             return 0.0
         squares = [ops.sum(ops.square(ops.cast(w, "float32"))) for w in self.trainable_weights]
         return 0.5 * self.coupled_weight_decay * ops.sum(ops.stack(squares))
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Keras' logs; under multi-worker TensorFlow each one shaped [1] (see `multi_worker`)."""
+        from mixem_tf.distributed import multi_worker
+
+        logs = super().compute_metrics(x, y, y_pred, sample_weight)
+        if multi_worker():
+            logs = keras.tree.map_structure(lambda value: ops.reshape(value, (1,)), logs)
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Skips Keras' (TensorFlow trainer's) symbolic build of an already built model.
+
+        Under a tf.distribute strategy it takes a batch from a fresh iterator of the training
+        data and all-reduces it across replicas only to read its shapes: under
+        MultiWorkerMirroredStrategy that reduce fails on the input tuple, and a one-shot
+        generator would lose the batch. `train_run` builds the model and optimiser first.
+        """
+        if self.built and self.optimizer is not None and self.optimizer.built:
+            return None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not training:

@@ -32,6 +32,10 @@ class SimCLR(ClusteringMethod):
         self.projection = ProjectionHead(hidden_dim=hidden_dim, out_dim=projection_dim)
         self.nt_xent = NTXentLoss(temperature)
 
+    @classmethod
+    def options_from(cls, config):
+        return {**super().options_from(config), "projection_dim": config.projection_dim}
+
     def forward(self, images, training):
         h = self.backbone(images, training=training)
         return {"h": h, "z": self.projection(h)}
