@@ -50,6 +50,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from mixem_tf.distributed import replica_info
+
 __all__ = [
     "AugmentConfig",
     "Augmenter",
@@ -952,7 +954,7 @@ class Augmenter(keras.layers.Layer):
         # One uniform draw per view, sliced between the ops: fewer PRNG kernels to run (and,
         # under eager JAX, to compile) than one draw per op.
         widths = (_CROP_DRAWS + 1, _JITTER_DRAWS, 1, _BLUR_DRAWS)
-        u = _uniform((ops.shape(x)[0], sum(widths)), self.seed_generator)
+        u = self._draw(ops.shape(x)[0], sum(widths))
         ends = [sum(widths[:i + 1]) for i in range(len(widths))]
         u_crop, u_jitter = u[:, :ends[0]], u[:, ends[0]:ends[1]]
         u_gray, u_blur = u[:, ends[1]], u[:, ends[2]:ends[3]]
@@ -971,6 +973,15 @@ class Augmenter(keras.layers.Layer):
             x = _random_grayscale_from_uniform(x, u_gray, cfg.gray_prob)
             x = _color_jitter_from_uniform(x, u_jitter, strengths, cfg.hue, cfg.jitter_prob)
         return normalize(x, cfg.mean, cfg.std)
+
+    def _draw(self, batch, width):
+        """Uniforms [batch, width]. Under tf.distribute every replica shares the seed state,
+        so it draws for all replicas and keeps its own slice: views differ across replicas."""
+        replica, replicas = replica_info()
+        if replicas == 1:
+            return _uniform((batch, width), self.seed_generator)
+        every = _uniform((batch * replicas, width), self.seed_generator)
+        return ops.take(ops.reshape(every, (replicas, -1, width)), replica, axis=0)
 
     def compute_output_shape(self, input_shape):
         channels = self.config.output_channels or input_shape[-1]

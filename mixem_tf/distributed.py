@@ -4,14 +4,18 @@ Under a TensorFlow `tf.distribute` strategy each replica runs the training step 
 the global batch; contrastive losses need every replica's embeddings as negatives. Under JAX,
 Keras' `DataParallel` distribution compiles one program over the global batch, so there is
 nothing to gather and these helpers are identities. Without a strategy they are identities too.
-TensorFlow is imported only when Keras runs on it.
+`average_replicas` keeps per-replica state (BatchNorm's moving statistics) equal across replicas;
+`multi_worker` tells the training step how Keras will reduce its logs. TensorFlow is imported
+only when Keras runs on it.
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
+from keras import ops
 
-__all__ = ["gather_replicas", "multi_worker", "replica_info"]
+__all__ = ["average_replicas", "gather_replicas", "multi_worker", "replica_info"]
 
 
 def _tf_replica_context():
@@ -43,6 +47,31 @@ def gather_replicas(x):
     if context is None:
         return x
     return context.all_gather(x, axis=0)
+
+
+def average_replicas(variables) -> None:
+    """Sets every replica's copy of `variables` to the copies' mean (inside a training step).
+
+    Keras 3 creates BatchNormalization's moving statistics with aggregation "none": under
+    tf.distribute each replica then updates only its own copy, from its own slice of the batch,
+    and the copies drift apart (a checkpoint holds replica 0's; `predict` normalises each
+    replica's slice with that replica's copy; each worker of a multi-worker run keeps its own).
+    Averaging them after every step keeps them equal: moving averages of the replicas' batch
+    moments, as tf.keras 2 kept them. A no-op outside a multi-replica TensorFlow step.
+    """
+    context = _tf_replica_context()
+    if context is None or not variables:
+        return
+    # One all_gather of every value, flattened, stacked by replica: the collective the losses
+    # already use (`all_reduce` finds no destination device for these reads under
+    # MultiWorkerMirroredStrategy). Every replica then takes the same mean of the same rows.
+    flat = ops.concatenate([ops.reshape(v.value, (-1,)) for v in variables], axis=0)
+    means = ops.mean(context.all_gather(flat[None, :], axis=0), axis=0)
+    start = 0
+    for variable in variables:
+        size = int(np.prod(variable.shape))
+        variable.assign(ops.reshape(means[start:start + size], variable.shape))
+        start += size
 
 
 def multi_worker() -> bool:

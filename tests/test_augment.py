@@ -353,14 +353,14 @@ def test_augmenter_shapes_dtypes_ranges(method, dataset):
 
 
 def test_channel_conversion_and_resize():
-    grey = uint8_images(1, 28, 28, 1)
-    cfg = A.AugmentConfig(size=32, output_channels=3, mean=(0.5,), std=(0.5,))
+    grey = uint8_images(1, 32, 32, 1)
+    cfg = A.AugmentConfig(size=40, output_channels=3, mean=(0.5,), std=(0.5,))
     layer = A.Augmenter(cfg, seed=0)
-    assert layer.compute_output_shape((None, 28, 28, 1)) == (None, 32, 32, 3)
+    assert layer.compute_output_shape((None, 32, 32, 1)) == (None, 40, 40, 3)
     clean = np_(A.preprocess(grey, cfg))
-    assert clean.shape == (1, 32, 32, 3)
+    assert clean.shape == (1, 40, 40, 3)
     np.testing.assert_allclose(clean[..., 0], clean[..., 2], atol=1e-6)
-    view = np_(A.Augmenter(only(28, output_channels=3), seed=0)(grey))
+    view = np_(A.Augmenter(only(32, output_channels=3), seed=0)(grey))
     np.testing.assert_allclose(view, np.repeat(grey / 255.0, 3, axis=-1), atol=1e-6)
     rgb = uint8_images(1, 32, 32, 3)
     assert np_(A.preprocess(rgb, A.AugmentConfig(size=16, output_channels=1))).shape == \

@@ -113,6 +113,17 @@ class ClusteringMethod(keras.Model):
         squares = [ops.sum(ops.square(ops.cast(w, "float32"))) for w in self.trainable_weights]
         return 0.5 * self.coupled_weight_decay * ops.sum(ops.stack(squares))
 
+    def train_step(self, *args, **kwargs):
+        """Keras' training step; under tf.distribute, the replicas' copies of the non-trainable
+        float state (BatchNorm's moving statistics) are then averaged (`average_replicas`)."""
+        result = super().train_step(*args, **kwargs)
+        if keras.backend.backend() == "tensorflow":
+            from mixem_tf.distributed import average_replicas
+
+            average_replicas([v for v in self.non_trainable_variables
+                              if v.aggregation == "none" and "float" in str(v.dtype)])
+        return result
+
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Keras' logs; under multi-worker TensorFlow each one shaped [1] (see `multi_worker`)."""
         from mixem_tf.distributed import multi_worker
