@@ -187,9 +187,9 @@ def _training_data(images, config, strategy: _Strategy, start_epoch: int):
     replicas, so that one step consumes `batch_size` images in all, as on one device. (Handing
     Keras a per-worker dataset instead lets `experimental_distribute_dataset` take each
     worker's share for the global batch and split it again over every replica: half the batch
-    per step on two workers.) Each new iterator starts the feeder afresh.
+    per step on two workers.) Each new iterator starts the feeder afresh. The batch must
+    already have passed `_check_batch_split` (train_run checks it before writing anything).
     """
-    _check_batch_split(config, strategy)
     feeder = EpochBatches(images, config.batch_size // strategy.workers, seed=config.seed,
                           start_epoch=start_epoch, end_epoch=config.epochs,
                           shard=(strategy.worker, strategy.workers))
