@@ -51,6 +51,7 @@ class TrainConfig:
     evaluate_on: str | None = None
     image_size: int | None = None
     backbone: str | None = None
+    backbone_width: int | None = None
     stem: str | None = None
     clusters: int | None = None
     epochs: int | None = None
@@ -118,7 +119,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {[c for c in choices if c]}, "
                                  f"got {getattr(self, name)!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                    "temperature": self.temperature, "image_size": self.image_size}
+                    "temperature": self.temperature, "image_size": self.image_size,
+                    "backbone_width": self.backbone_width}
         for name, value in positive.items():
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")

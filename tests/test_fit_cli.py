@@ -109,6 +109,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
     (["--batch-size", "5000"], "larger than the training data"),
     (["--optimizer", "lamb"], "optimizer must be one of"),
     (["--epochs", "0"], "epochs must be positive"),
+    (["--backbone-width", "0"], "backbone_width must be positive"),
 ])
 def test_bad_arguments_exit_with_one_line_and_touch_nothing(tmp_path, args, reason):
     out = tmp_path / "run"

@@ -63,3 +63,13 @@ def test_bad_settings_are_rejected():
         SimCLR(backbone, preset("simclr", "digits"), num_clusters=1)
     with pytest.raises(ValueError, match="temperature"):
         SimCLR(backbone, preset("simclr", "digits"), num_clusters=10, temperature=0)
+
+
+def test_build_method_applies_the_configured_backbone_width():
+    from mixem_tf.methods import build_method
+    from mixem_tf.recipes import TrainConfig
+
+    for width, features in ((None, 128), (8, 32)):
+        config = TrainConfig(dataset="digits", method="simclr", backbone_width=width).resolved()
+        model = build_method(config, (8, 8, 1), num_clusters=10)
+        assert model(np.zeros((2, 8, 8, 1), np.uint8))["h"].shape == (2, features)

@@ -26,6 +26,7 @@ FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the 
     "evaluate_on": (str, "test or all; default: the method's paper protocol"),
     "image_size": (int, "training resolution in pixels"),
     "backbone": (str, "resnet18, resnet34 or convnet"),
+    "backbone_width": (int, "backbone base width (ResNet: 64, ConvNet: 32 by default)"),
     "stem": (str, "ResNet stem: cifar or imagenet (default: by image size)"),
     "clusters": (int, "K (default: the dataset's class count)"),
     "epochs": (int, "training epochs"),

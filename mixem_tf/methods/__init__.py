@@ -22,7 +22,8 @@ def build_method(config, input_shape, num_clusters: int,
     augment = preset(config.method, config.dataset, image_size=config.image_size)
     size = augment.size
     channels = augment.output_channels or input_shape[-1]
-    backbone = build_backbone(config.backbone, (size[0], size[1], channels), stem=config.stem)
+    backbone = build_backbone(config.backbone, (size[0], size[1], channels), stem=config.stem,
+                              width=config.backbone_width)
     method = METHODS[config.method]
     return method(
         backbone,
