@@ -1,10 +1,14 @@
 """MIX'EM vs SimCLR + K-means vs K-means on pixels, at equal epochs, over several seeds.
 
     python -m bench.mixem_compare --dataset digits --epochs 40 --seeds 0 1 2
-    python -m bench.mixem_compare --dataset fashion_mnist --epochs 10 --seeds 0 1 2
+    python -m bench.mixem_compare --dataset fashion_mnist --epochs 3 \\
+        --set image_size=16 --set backbone_width=16 --runs-dir bench/results/fmnist-runs
 
 Both methods train `trainers.fit`'s recipe on the "whole" protocol and are scored on all
-images; every read-out is reported as mean ± std over the seeds, with wall time.
+images; every read-out is reported as mean ± std over the seeds, with wall time. `--set
+KEY=VALUE` changes a `TrainConfig` field for both methods (VALUE is JSON, else a string).
+With `--runs-dir`, each (method, seed) run is kept there and a finished one is reused when the
+bench is run again with the same settings, so an interrupted bench loses at most one run.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -24,20 +29,53 @@ from mixem_tf.report import format_table
 from mixem_tf.training import train_run
 from trainers.pixel_kmeans import pixel_kmeans
 
+METRICS = ("acc", "nmi", "ari")
 
-def _runs(dataset, method, epochs, seeds, batch_size):
+
+def _setting(text):
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--set needs KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _train(config, run_dir):
+    """(read-out rows, wall seconds) of one run, reusing a finished identical run in run_dir."""
+    record = run_dir / "bench.json" if run_dir else None
+    if record and record.is_file():
+        saved = json.loads(record.read_text())
+        if saved["settings"] == config.to_dict():
+            print(f"reusing {run_dir}", flush=True)
+            return saved["readouts"], saved["wall_s"]
+    start = time.perf_counter()
+    if run_dir:
+        result = train_run(config, run_dir, overwrite=True, verbose=2)
+    else:
+        with tempfile.TemporaryDirectory() as out:
+            result = train_run(config, out, verbose=2)
+    wall = time.perf_counter() - start
+    readouts = [{k: v for k, v in row.items() if k != "centroids"} for row in result.readouts]
+    if record:
+        record.write_text(json.dumps({"settings": config.to_dict(), "readouts": readouts,
+                                      "wall_s": wall}, default=float, indent=1))
+    return readouts, wall
+
+
+def _runs(dataset, method, epochs, seeds, settings, runs_dir):
     scores, walls = defaultdict(list), []
     for seed in seeds:
         config = TrainConfig(dataset=dataset, method=method, epochs=epochs, seed=seed,
-                             batch_size=batch_size, evaluate_on="all")
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory() as out:
-            result = train_run(config, out, verbose=2)
-        walls.append(time.perf_counter() - start)
-        for row in result.readouts:
+                             evaluate_on="all", train_on="whole", **settings).resolved()
+        run_dir = Path(runs_dir) / f"{method}-s{seed}" if runs_dir else None
+        readouts, wall = _train(config, run_dir)
+        walls.append(wall)
+        for row in readouts:
             key = (row["feature"], "l2" if row["normalize"] else "raw", row["clustering"],
                    row["default"])
-            for metric in ("acc", "nmi", "ari"):
+            for metric in METRICS:
                 scores[key + (metric,)].append(row[metric])
     return scores, walls
 
@@ -46,43 +84,52 @@ def _mean_std(values):
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
+def _pixel_row(dataset, seeds):
+    train, evaluation = load_protocol(dataset, train_on="whole", evaluate_on="all")
+    pixel = defaultdict(list)
+    for seed in seeds:
+        for metric, value in pixel_kmeans(train, evaluation, num_clusters=evaluation.num_classes,
+                                          normalize=False, settings=cluster.SKLEARN,
+                                          seed=seed).items():
+            pixel[metric].append(value)
+    return {"method": "pixels", "read-out": "raw K-means",
+            **{m: _mean_std(pixel[m]) for m in METRICS},
+            "wall s": f"{np.mean(pixel['seconds']):.0f}"}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=["mixem", "simclr"])
+    parser.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
+                        help="KEY=VALUE: a TrainConfig field for both methods")
+    parser.add_argument("--runs-dir", default=None, help="keep (and reuse) the runs here")
+    parser.add_argument("--no-pixels", action="store_true", help="skip the pixel baseline")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    settings = dict(args.settings)
 
-    train, evaluation = load_protocol(args.dataset, train_on="whole", evaluate_on="all")
-    rows = []
-    pixel = defaultdict(list)
-    for seed in args.seeds:
-        for metric, value in pixel_kmeans(train, evaluation, num_clusters=evaluation.num_classes,
-                                          normalize=False, settings=cluster.SKLEARN,
-                                          seed=seed).items():
-            pixel[metric].append(value)
-    rows.append({"method": "pixels", "read-out": "raw K-means", "acc": _mean_std(pixel["acc"]),
-                 "nmi": _mean_std(pixel["nmi"]), "ari": _mean_std(pixel["ari"]),
-                 "wall s": f"{np.mean(pixel['seconds']):.0f}"})
+    rows = [] if args.no_pixels else [_pixel_row(args.dataset, args.seeds)]
     for method in args.methods:
-        scores, walls = _runs(args.dataset, method, args.epochs, args.seeds, args.batch_size)
+        scores, walls = _runs(args.dataset, method, args.epochs, args.seeds, settings,
+                              args.runs_dir)
         readouts = sorted({key[:4] for key in scores})
         for feature, norm, clustering, default in readouts:
             rows.append({"method": method + (" *" if default else ""),
                          "read-out": f"{clustering} {feature} {norm}",
                          **{m: _mean_std(scores[(feature, norm, clustering, default, m)])
-                            for m in ("acc", "nmi", "ari")},
+                            for m in METRICS},
                          "wall s": f"{np.mean(walls):.0f}"})
-    print(f"{args.dataset}: {args.epochs} epochs, seeds {args.seeds} (* = default read-out)")
+    print(f"{args.dataset}: {args.epochs} epochs, seeds {args.seeds}, settings {settings} "
+          "(* = default read-out)")
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"dataset": args.dataset, "epochs": args.epochs, "seeds": args.seeds,
-                       "rows": rows}, handle, indent=2)
+                       "settings": settings, "rows": rows}, handle, indent=2)
 
 
 if __name__ == "__main__":

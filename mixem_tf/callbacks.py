@@ -13,6 +13,7 @@ from mixem_tf import checkpoints
 
 __all__ = [
     "ComponentMonitor",
+    "EpochCounter",
     "EpochCheckpoint",
     "HistoryCSV",
     "NonFiniteLossError",
@@ -23,6 +24,17 @@ __all__ = [
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class EpochCounter(keras.callbacks.Callback):
+    """Keeps the model's `epoch` variable equal to the epoch being trained.
+
+    Terms scheduled by epoch (MIX'EM's `start_epochs`) read it inside the compiled step; on JAX
+    the model state is re-read at each epoch's start, so setting it here reaches the step.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.epoch.assign(epoch)
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

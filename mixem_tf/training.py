@@ -25,7 +25,7 @@ import numpy as np
 import keras
 
 from mixem_tf import checkpoints
-from mixem_tf.callbacks import (ComponentMonitor, EpochCheckpoint, HistoryCSV,
+from mixem_tf.callbacks import (ComponentMonitor, EpochCheckpoint, EpochCounter, HistoryCSV,
                                 NonFiniteLossError, StopOnNonFiniteLoss, Throughput)
 from mixem_tf.cluster import readout_table
 from mixem_tf.feeding import EpochBatches
@@ -212,7 +212,7 @@ def _training_data(images, config, strategy: _Strategy, start_epoch: int):
 def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, images):
     guard = StopOnNonFiniteLoss()
     throughput = Throughput(config.batch_size)
-    callbacks = [guard, throughput]
+    callbacks = [EpochCounter(), guard, throughput]
     if "pi" in model.feature_names:
         callbacks.append(ComponentMonitor(images[:2048], out_dir / "occupancy.jsonl"
                                           if strategy.is_chief else None))
@@ -296,7 +296,7 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
 
     steps_per_epoch = len(train) // config.batch_size
     with strategy.scope():
-        model = build_method(config, train.image_shape, num_clusters, steps_per_epoch)
+        model = build_method(config, train.image_shape, num_clusters)
         model.compile(optimizer=make_optimizer(config, steps_per_epoch))
         model(train.images[:2])  # builds every layer
         model.optimizer.build(model.trainable_variables)

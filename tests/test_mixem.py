@@ -206,3 +206,29 @@ def test_mixem_on_digits_uses_its_components_and_beats_pixel_kmeans(tmp_path):
     assert history["largest_component"][-1] < 0.5
     best = max(r["acc"] for r in result.readouts if r["clustering"].startswith("kmeans"))
     assert best > pixel_acc + 0.02, (best, pixel_acc)
+
+
+def test_start_epochs_switch_a_term_on_at_its_epoch(tmp_path):
+    # The switch reads the model's `epoch` variable inside the compiled step (both backends).
+    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.training import train_run
+
+    config = TrainConfig(dataset="digits", epochs=3, batch_size=256, readout_settings="sklearn",
+                         backbone_width=8, start_epochs={"pull": 1, "push": 2},
+                         extra={"hidden_dim": 32})
+    history = train_run(config, tmp_path / "r", verbose=0).history
+    assert history["pull"][0] == 0 and history["pull"][1] > 0 and history["pull"][2] > 0
+    assert history["push"][0] == history["push"][1] == 0 and history["push"][2] < 0
+    assert history["entropy"][0] < 0  # terms without a start epoch are on from the start
+
+
+def test_start_epochs_must_be_known_terms_and_non_negative():
+    from mixem_tf.augment import preset
+    from mixem_tf.backbones import build_backbone
+    from mixem_tf.methods import MixEM
+
+    backbone = build_backbone("convnet", (8, 8, 1), width=8)
+    with pytest.raises(ValueError, match="unknown MIX'EM terms"):
+        MixEM(backbone, preset("mixem", "digits"), num_clusters=10, start_epochs={"pul": 1})
+    with pytest.raises(ValueError, match="start epochs must be ints >= 0"):
+        MixEM(backbone, preset("mixem", "digits"), num_clusters=10, start_epochs={"pull": -1})

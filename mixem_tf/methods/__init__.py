@@ -11,8 +11,7 @@ __all__ = ["METHODS", "ClusteringMethod", "MixEM", "SimCLR", "build_method"]
 METHODS: dict[str, type[ClusteringMethod]] = {"mixem": MixEM, "simclr": SimCLR}
 
 
-def build_method(config, input_shape, num_clusters: int,
-                 steps_per_epoch: int | None = None) -> ClusteringMethod:
+def build_method(config, input_shape, num_clusters: int) -> ClusteringMethod:
     """The model of a resolved `TrainConfig` for images of `input_shape` (H, W, C)."""
     from mixem_tf.augment import preset
     from mixem_tf.backbones import build_backbone
@@ -30,7 +29,6 @@ def build_method(config, input_shape, num_clusters: int,
         augment,
         num_clusters=num_clusters,
         seed=config.seed,
-        steps_per_epoch=steps_per_epoch,
         coupled_weight_decay=config.weight_decay if config.weight_decay_mode == "coupled" else 0.0,
         **method.options_from(config),
     )

@@ -36,7 +36,8 @@ class ClusteringMethod(keras.Model):
         num_clusters: K.
         coupled_weight_decay: λ of the L2 term (λ/2)·Σ‖w‖² added to the loss, as PyTorch's
             `weight_decay` (METHODS.md §5.3); 0 disables it.
-        steps_per_epoch: optimiser steps per epoch, for terms scheduled by epoch.
+        epoch: the epoch being trained (an int variable kept by `callbacks.EpochCounter`),
+            for terms scheduled by epoch; part of the model state on either backend.
         num_views: augmented views per image (2 for SimCLR/MIX'EM, 3 for MiCE/method 3).
         loss_names: the names of `loss_terms`' entries, logged each epoch.
     """
@@ -60,7 +61,6 @@ class ClusteringMethod(keras.Model):
         num_clusters: int,
         coupled_weight_decay: float = 0.0,
         seed: int = 0,
-        steps_per_epoch: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -73,7 +73,7 @@ class ClusteringMethod(keras.Model):
         self.augmenter = Augmenter(augment_config, seed=seed)
         self.num_clusters = int(num_clusters)
         self.coupled_weight_decay = float(coupled_weight_decay)
-        self.steps_per_epoch = steps_per_epoch
+        self.epoch = keras.Variable(0, dtype="int32", trainable=False, name="epoch")
         self.term_trackers = [keras.metrics.Mean(name=name) for name in self.loss_names]
 
     # -- what a method provides ---------------------------------------------------------

@@ -35,7 +35,7 @@ class MixEM(ClusteringMethod):
         temperature: NT-Xent τ.
         weights: overrides of `TERM_WEIGHTS` ({"entropy", "sharpening", "pull", "push"}).
         sharpening_variant: "max" (official code, default) or "entropy" (paper's wording).
-        start_epochs: {term: first epoch it is on}; needs `steps_per_epoch` (base class).
+        start_epochs: {term: first epoch (0-based) it is on}; read from the model's `epoch`.
 
     Example:
         >>> model = MixEM(build_backbone("resnet18", (96, 96, 3)), preset("mixem", "stl10"),
@@ -59,8 +59,8 @@ class MixEM(ClusteringMethod):
         if sharpening_variant not in ("max", "entropy"):
             raise ValueError("sharpening_variant must be 'max' or 'entropy', "
                              f"got {sharpening_variant!r}")
-        if start_epochs and any(start_epochs.values()) and not self.steps_per_epoch:
-            raise ValueError("start_epochs needs steps_per_epoch")
+        if any(not isinstance(e, int) or e < 0 for e in (start_epochs or {}).values()):
+            raise ValueError(f"start epochs must be ints >= 0, got {start_epochs}")
         self.num_components = int(num_components or num_clusters)
         if self.num_components < self.num_clusters:
             raise ValueError(f"num_components ({self.num_components}) must be at least the "
@@ -94,9 +94,7 @@ class MixEM(ClusteringMethod):
         start = self.start_epochs.get(term, 0)
         if not start:
             return 1.0
-        epoch = ops.floor_divide(ops.cast(self.optimizer.iterations, "int32"),
-                                 self.steps_per_epoch)
-        return ops.cast(epoch >= start, "float32")
+        return ops.cast(self.epoch >= start, "float32")
 
     def loss_terms(self, views):
         terms = {"nt_xent": self.nt_xent(views[0]["z"], views[1]["z"]),
