@@ -15,7 +15,6 @@ is released only when the last request holding it has finished.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from pathlib import Path
@@ -109,6 +108,19 @@ class LoadedVersion:
             log.info("model %s: version %d unloaded", self.name, self.version)
 
 
+class Hold:
+    """A held version: the context manager releases it on exit."""
+
+    def __init__(self, loaded: LoadedVersion):
+        self.loaded = loaded
+
+    def __enter__(self) -> LoadedVersion:
+        return self.loaded
+
+    def __exit__(self, *exc_info) -> None:
+        self.loaded.release()
+
+
 class ModelVersions:
     """The served versions of one model under `base_path`, kept current by a poll thread."""
 
@@ -186,9 +198,9 @@ class ModelVersions:
     def current(self) -> LoadedVersion | None:
         return self._current
 
-    @contextlib.contextmanager
-    def acquire(self, version: int | None = None):
-        """Holds the served version (or `version`, which must be the served one) while in use."""
+    def acquire(self, version: int | None = None) -> "Hold":
+        """Holds the served version (or `version`, which must be the served one) at once;
+        raises VersionNotFound. Use as ``with models.acquire() as loaded:``."""
         with self._lock:
             loaded = self._current
             if loaded is None or (version is not None and version != loaded.version):
@@ -197,10 +209,7 @@ class ModelVersions:
                 raise VersionNotFound(f"servable not found: model {self.name!r}, {wanted} "
                                       f"(served version: {served})")
             loaded.hold()
-        try:
-            yield loaded
-        finally:
-            loaded.release()
+        return Hold(loaded)
 
     def statuses(self) -> list[tuple[int, str]]:
         """(version, state name) of every version loaded so far, newest first."""
