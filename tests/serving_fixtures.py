@@ -63,3 +63,40 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+# -- request helpers -------------------------------------------------------------------------
+def predict_request(inputs, signature="", model="mixem", version=None, output_filter=()):
+    """A PredictRequest as a TF Serving client builds it."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    if signature:
+        request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    request.output_filter.extend(output_filter)
+    return request
+
+
+def outputs_of(response) -> dict:
+    import tensorflow as tf
+
+    return {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
+
+
+def own_outputs(path, signature, inputs) -> dict:
+    """What the SavedModel itself returns, loaded and called in this process."""
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(path)).signatures[signature]
+    outputs = function(**{key: tf.constant(value) for key, value in inputs.items()})
+    return {key: value.numpy() for key, value in outputs.items()}
+
+
+def images(n, h=10, w=12, c=3, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)

@@ -13,12 +13,18 @@ from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
-    predict_pb2,
     prediction_service_pb2_grpc,
 )
 
 from serving import server as server_cli  # noqa: E402
-from serving_fixtures import png_bytes, write_model  # noqa: E402
+from serving_fixtures import (  # noqa: E402
+    images,
+    outputs_of,
+    own_outputs,
+    png_bytes,
+    predict_request,
+    write_model,
+)
 
 CODE = grpc.StatusCode
 
@@ -49,34 +55,6 @@ class Stubs:
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.model = model_service_pb2_grpc.ModelServiceStub(self.channel)
-
-
-def predict_request(inputs, signature="", model="mixem", version=None, output_filter=()):
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    if signature:
-        request.model_spec.signature_name = signature
-    if version is not None:
-        request.model_spec.version.value = version
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    request.output_filter.extend(output_filter)
-    return request
-
-
-def outputs_of(response):
-    return {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
-
-
-def own_outputs(path, signature, inputs):
-    """What the SavedModel itself returns, loaded and called in this process."""
-    function = tf.saved_model.load(str(path)).signatures[signature]
-    return {k: v.numpy() for k, v in function(**{k: tf.constant(v) for k, v in inputs.items()})
-            .items()}
-
-
-def images(n, h=10, w=12, c=3, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")
