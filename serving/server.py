@@ -115,10 +115,15 @@ def start(args: argparse.Namespace) -> RunningServer:
         servicers.prediction, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicers.model, server)
     address = f"{args.host}:{args.port}" if ":" not in args.host else f"[{args.host}]:{args.port}"
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
         models.stop()
-        raise ValueError(f"cannot bind {address} (in use?)")
+        if batcher is not None:
+            batcher.stop()
+        raise ValueError(f"cannot listen on {address} (port in use, or no such address)")
     server.start()
     log.info("gRPC server listening on %s:%d (model %s, batching %s)", args.host, port,
              args.model_name, "on" if batcher else "off")

@@ -130,3 +130,17 @@ def test_sigterm_finishes_the_in_flight_request_and_exits_0(model_base):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_server_on_a_busy_port_or_missing_base_path_exits_2(model_base, tmp_path, capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        busy = sock.getsockname()[1]
+        code = server_cli.run(server_cli.main, [f"--port={busy}", "--model_name=mixem",
+                                                f"--model_base_path={model_base}"])
+    assert code == 2
+    assert "cannot listen" in capsys.readouterr().err
+    code = server_cli.run(server_cli.main, ["--model_base_path", str(tmp_path / "nope")])
+    assert code == 2
+    assert "error: model base path" in capsys.readouterr().err
