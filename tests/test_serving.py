@@ -10,6 +10,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 grpc = pytest.importorskip("grpc")
 from tensorflow_serving.apis import (  # noqa: E402
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -176,6 +177,13 @@ def test_bad_metadata_and_status_requests(served):
     with pytest.raises(grpc.RpcError) as caught:
         stubs.predict.GetModelMetadata(request, timeout=30)
     assert caught.value.code() == CODE.INVALID_ARGUMENT
+    request.metadata_field.append("labels")
+    with pytest.raises(grpc.RpcError) as caught:
+        stubs.predict.GetModelMetadata(request, timeout=30)
+    assert caught.value.code() == CODE.INVALID_ARGUMENT and "labels" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        stubs.predict.Classify(classification_pb2.ClassificationRequest(), timeout=30)
+    assert caught.value.code() == CODE.UNIMPLEMENTED
     status = get_model_status_pb2.GetModelStatusRequest()
     status.model_spec.name = "other"
     with pytest.raises(grpc.RpcError) as caught:
