@@ -144,7 +144,8 @@ class ModelVersions:
             log.warning("model %s: no versions under %s yet; waiting for one", self.name,
                         self.base_path)
         if self.poll_seconds > 0:
-            self._thread = threading.Thread(target=self._poll_loop, name="version-poll", daemon=True)
+            self._thread = threading.Thread(target=self._poll_loop, name="version-poll",
+                                            daemon=True)
             self._thread.start()
 
     def stop(self) -> None:

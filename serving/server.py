@@ -104,7 +104,8 @@ def start(args: argparse.Namespace) -> RunningServer:
     if args.enable_batching:
         batcher = Batcher(args.max_batch_size, args.batch_timeout_micros / 1e6,
                           num_threads=args.num_batch_threads)
-    servicers = Servicers(models, ServingOptions(args.max_images_per_request, batcher))
+    options = ServingOptions(args.max_images_per_request, args.max_request_bytes, batcher)
+    servicers = Servicers(models, options)
     server = grpc.server(
         ThreadPoolExecutor(args.grpc_max_threads, thread_name_prefix="grpc"),
         options=[("grpc.max_receive_message_length", args.max_request_bytes),

@@ -42,6 +42,7 @@ class ServingOptions:
     """Limits and batching of the servicers (the server's flags)."""
 
     max_batch_rows: int = 1024  # rows (images) per request; more: RESOURCE_EXHAUSTED
+    max_elements: int = 64 << 20  # per input (a proto's single repeated value can claim 1e12)
     batcher: object | None = None  # serving.batching.Batcher, or None to run each request alone
 
 
@@ -57,7 +58,8 @@ def _shape_text(shape_proto) -> str:
     return "[" + ", ".join("None" if d.size < 0 else str(d.size) for d in shape_proto.dim) + "]"
 
 
-def check_inputs(signature_name: str, signature_def, tensors) -> dict:
+def check_inputs(signature_name: str, signature_def, tensors,
+                 max_elements: int) -> dict:
     """Checks request tensors against the SignatureDef; returns {name: numpy array}."""
     import tensorflow as tf
 
@@ -79,9 +81,14 @@ def check_inputs(signature_name: str, signature_def, tensors) -> dict:
         if not info.tensor_shape.unknown_rank:
             want = [d.size for d in info.tensor_shape.dim]
             if len(dims) != len(want) or any(w >= 0 and w != d for w, d in zip(want, dims)):
+                shape = _shape_text(info.tensor_shape)
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"input {name!r} must have shape {_shape_text(info.tensor_shape)}"
-                                   f" (rank {len(want)}), got {dims} (rank {len(dims)})")
+                                   f"input {name!r} must have shape {shape} (rank {len(want)}), "
+                                   f"got {dims} (rank {len(dims)})")
+        if np.prod(dims, dtype=np.float64) > max_elements:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"input {name!r} of shape {dims} has more than "
+                               f"{max_elements} elements")
         try:
             arrays[name] = tf.make_ndarray(tensor)
         except Exception as error:
@@ -104,6 +111,12 @@ def batch_rows(arrays: dict) -> int | None:
     if len(sizes) == 1 and all(np.ndim(v) > 0 for v in arrays.values()):
         return sizes.pop()
     return None
+
+
+def mergeable(signature_def) -> bool:
+    """Whether every input's first dimension is free, so requests can be concatenated."""
+    return all(not info.tensor_shape.unknown_rank and info.tensor_shape.dim
+               and info.tensor_shape.dim[0].size < 0 for info in signature_def.inputs.values())
 
 
 class Servicers:
@@ -148,14 +161,15 @@ class Servicers:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                    f"output_filter names {unknown} are not outputs of "
                                    f"{signature!r}: {sorted(signature_def.outputs)}")
-            arrays = check_inputs(signature, signature_def, request.inputs)
+            arrays = check_inputs(signature, signature_def, request.inputs,
+                                  self.options.max_elements)
             rows = batch_rows(arrays)
             if rows is not None and rows > self.options.max_batch_rows:
                 raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                    f"request has {rows} rows; this server takes at most "
                                    f"{self.options.max_batch_rows} per request")
             try:
-                if self.options.batcher is not None and rows:
+                if self.options.batcher is not None and rows and mergeable(signature_def):
                     outputs = self.options.batcher.submit(loaded, signature, arrays).result()
                 else:
                     outputs = loaded.run(signature, arrays)

@@ -142,7 +142,19 @@ def _bad_predicts():
         "too many images": (CODE.RESOURCE_EXHAUSTED, predict_request({"images": images(9)})),
         "too many bytes": (CODE.RESOURCE_EXHAUSTED,
                            predict_request({"images": images(1, 400, 400)})),
+        "claimed huge shape": (CODE.RESOURCE_EXHAUSTED, _huge_claim()),
     }
+
+
+def _huge_claim():
+    """A small message whose one repeated value claims 300 million pixels."""
+    request = predict_request({"images": images(1)})
+    tensor = request.inputs["images"]
+    tensor.ClearField("tensor_content")
+    tensor.int_val.append(0)
+    for dim, size in zip(tensor.tensor_shape.dim, (1, 10000, 10000, 3)):
+        dim.size = size
+    return request
 
 
 @pytest.mark.parametrize("case", list(_bad_predicts()))
