@@ -116,7 +116,7 @@ class ServerProcess:
              f"--model_base_path={base}", "--file_system_poll_wait_seconds=0", *flags],
             cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
         for line in self.process.stderr:
-            match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            match = re.search(r"gRPC server listening on 127\.0\.0\.1:(\d+)", line)
             if match:
                 self.port = int(match.group(1))
                 break

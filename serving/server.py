@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--port", type=non_negative(int), default=8500, help="gRPC port (0: any free port)")
+    add("--rest_api_port", type=non_negative(int), default=None,
+        help="also serve TF Serving's REST API on this port (0: any free port; default: off)")
     add("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     add("--model_name", default="default", help="name clients put in ModelSpec.name")
     add("--model_base_path", required=True, help="folder of numbered SavedModel versions")
@@ -77,11 +79,14 @@ class RunningServer:
     models: object
     batcher: object | None
     port: int
+    rest: object | None = None  # serving.rest.RestServer; rest.port is its port
 
     def stop(self, grace: float = 10.0) -> None:
         stopped = self.grpc_server.stop(grace)  # no new RPCs; in-flight ones may finish
         if self.batcher is not None:
             self.batcher.flush()  # queued requests run now instead of waiting their timeout
+        if self.rest is not None:
+            self.rest.stop()
         stopped.wait()
         if self.batcher is not None:
             self.batcher.stop()
@@ -125,10 +130,20 @@ def start(args: argparse.Namespace) -> RunningServer:
         if batcher is not None:
             batcher.stop()
         raise ValueError(f"cannot listen on {address} (port in use, or no such address)")
+    rest = None
+    if args.rest_api_port is not None:
+        from serving.rest import RestServer
+
+        try:
+            rest = RestServer(servicers, args.host, args.rest_api_port, args.max_request_bytes)
+        except ValueError:
+            models.stop()
+            raise
+        log.info("REST API listening on %s:%d", args.host, rest.port)
     server.start()
     log.info("gRPC server listening on %s:%d (model %s, batching %s)", args.host, port,
              args.model_name, "on" if batcher else "off")
-    return RunningServer(server, models, batcher, port)
+    return RunningServer(server, models, batcher, port, rest)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,7 +109,7 @@ def test_sigterm_finishes_the_in_flight_request_and_exits_0(model_base):
     try:
         port = None
         for line in process.stderr:
-            match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            match = re.search(r"gRPC server listening on 127\.0\.0\.1:(\d+)", line)
             if match:
                 port = int(match.group(1))
                 break
