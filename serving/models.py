@@ -30,24 +30,39 @@ class VersionNotFound(LookupError):
 
 
 def find_versions(base_path: str | Path) -> list[int]:
-    """Positive integer sub-folders of `base_path` that hold a ``saved_model.pb``, ascending."""
+    """Positive integer sub-folders of `base_path` holding a ``saved_model.pb`` (or ``.pbtxt``),
+    ascending."""
     base = Path(base_path)
     if not base.is_dir():
         return []
     versions = []
     for child in base.iterdir():
-        if child.name.isdigit() and int(child.name) > 0 and (child / "saved_model.pb").is_file():
+        if child.name.isdigit() and int(child.name) > 0 and _graph_file(child) is not None:
             versions.append(int(child.name))
     return sorted(versions)
 
 
 def read_signature_defs(saved_model_dir: str | Path) -> dict:
     """The SignatureDef protos of a SavedModel's (first) MetaGraph, by signature name."""
+    from google.protobuf import text_format
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    path = _graph_file(Path(saved_model_dir))
+    if path is None:
+        raise FileNotFoundError(f"no saved_model.pb or saved_model.pbtxt in {saved_model_dir}")
+    if path.suffix == ".pbtxt":
+        text_format.Parse(path.read_text(), proto)
+    else:
+        proto.ParseFromString(path.read_bytes())
     return dict(proto.meta_graphs[0].signature_def)
+
+
+def _graph_file(folder: Path) -> Path | None:
+    for name in ("saved_model.pb", "saved_model.pbtxt"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
 
 
 class LoadedVersion:

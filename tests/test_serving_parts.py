@@ -1,5 +1,6 @@
 """Serving's parts on their own: version discovery, the batcher, the server's flags."""
 
+import shutil
 import threading
 
 import numpy as np
@@ -30,13 +31,14 @@ class FakeVersion:
 def test_find_versions_takes_positive_integer_folders_with_a_saved_model(tmp_path):
     for name in ("1", "3", "10", "0", "abc", "-2", ".tmp-4", "7"):
         (tmp_path / name).mkdir()
-    for name in ("1", "3", "10", "0", "abc", ".tmp-4"):
+    for name in ("1", "3", "0", "abc", ".tmp-4"):
         (tmp_path / name / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "10" / "saved_model.pbtxt").write_text("")
     assert find_versions(tmp_path) == [1, 3, 10]
     assert find_versions(tmp_path / "missing") == []
 
 
-def test_a_broken_newer_version_keeps_the_old_one_served(tmp_path, caplog):
+def test_broken_and_removed_versions_fall_back_to_a_loadable_one(tmp_path, caplog):
     from serving_fixtures import write_model
 
     write_model(tmp_path, 1)
@@ -48,6 +50,13 @@ def test_a_broken_newer_version_keeps_the_old_one_served(tmp_path, caplog):
     assert "cannot load version 2" in caplog.text
     with models.acquire() as loaded:
         assert loaded.version == 1
+    shutil.copytree(tmp_path / "1", tmp_path / "3")
+    models.poll()
+    assert models.current.version == 3
+    shutil.rmtree(tmp_path / "3")  # the served version removed: the next one down is served
+    models.poll()
+    assert models.current.version == 1
+    assert dict(models.statuses()) == {3: "END", 1: "AVAILABLE"}
 
 
 def test_missing_base_path_is_a_user_error(tmp_path):
