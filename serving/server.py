@@ -4,6 +4,7 @@
     python -m serving.server --model_name=mixem --model_base_path=models/mixem \\
         --enable_batching --max_batch_size=32 --batch_timeout_micros=2000
 
+--rest_api_port adds TF Serving's REST API (serving/rest.py) on a second port.
 Serves the highest version under --model_base_path, polls for new versions every
 --file_system_poll_wait_seconds, and on SIGTERM/SIGINT stops accepting requests, lets the
 in-flight ones finish (--shutdown_grace_seconds) and exits 0.
