@@ -1,0 +1,263 @@
+"""The gRPC servicers of TF Serving's API: PredictionService (Predict, GetModelMetadata) and
+ModelService (GetModelStatus), with request validation and gRPC status mapping.
+
+Every request is checked before the graph runs: model name and version (NOT_FOUND), signature,
+input names, dtypes, ranks and fixed dimensions, output_filter (INVALID_ARGUMENT), the number
+of rows (RESOURCE_EXHAUSTED). A run-time ``tf.errors.InvalidArgumentError`` (e.g. corrupt image
+bytes) becomes INVALID_ARGUMENT, anything else INTERNAL; the server keeps serving either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving.models import ModelVersions, VersionNotFound
+
+log = logging.getLogger("serving")
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+class ServingError(Exception):
+    """A request error with the gRPC status code it is answered with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class ServingOptions:
+    """Limits and batching of the servicers (the server's flags)."""
+
+    max_batch_rows: int = 1024  # rows (images) per request; more: RESOURCE_EXHAUSTED
+    max_elements: int = 64 << 20  # per input (a proto's single repeated value can claim 1e12)
+    batcher: object | None = None  # serving.batching.Batcher, or None to run each request alone
+
+
+def _dtype_name(enum_value: int) -> str:
+    from tensorflow.core.framework import types_pb2
+
+    return types_pb2.DataType.Name(enum_value)
+
+
+def _shape_text(shape_proto) -> str:
+    if shape_proto.unknown_rank:
+        return "<unknown rank>"
+    return "[" + ", ".join("None" if d.size < 0 else str(d.size) for d in shape_proto.dim) + "]"
+
+
+def check_inputs(signature_name: str, signature_def, tensors,
+                 max_elements: int) -> dict:
+    """Checks request tensors against the SignatureDef; returns {name: numpy array}."""
+    import tensorflow as tf
+
+    expected = signature_def.inputs
+    given = set(tensors)
+    if given != set(expected):
+        missing, extra = sorted(set(expected) - given), sorted(given - set(expected))
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"signature {signature_name!r} takes inputs {sorted(expected)}; "
+                           f"missing {missing}, unexpected {extra}")
+    arrays = {}
+    for name, info in expected.items():
+        tensor = tensors[name]
+        if tensor.dtype != info.dtype:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input {name!r} must be {_dtype_name(info.dtype)}, got "
+                               f"{_dtype_name(tensor.dtype)}")
+        dims = [d.size for d in tensor.tensor_shape.dim]
+        if not info.tensor_shape.unknown_rank:
+            want = [d.size for d in info.tensor_shape.dim]
+            if len(dims) != len(want) or any(w >= 0 and w != d for w, d in zip(want, dims)):
+                shape = _shape_text(info.tensor_shape)
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"input {name!r} must have shape {shape} (rank {len(want)}), "
+                                   f"got {dims} (rank {len(dims)})")
+        if np.prod(dims, dtype=np.float64) > max_elements:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"input {name!r} of shape {dims} has more than "
+                               f"{max_elements} elements")
+        try:
+            arrays[name] = tf.make_ndarray(tensor)
+        except Exception as error:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input {name!r} is not a valid TensorProto: {error}") from None
+    return arrays
+
+
+def runtime_message(error) -> str:
+    """A TensorFlow run-time error's message without the graph-execution boilerplate."""
+    noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
+    lines = [line.strip() for line in error.message.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(noise)]
+    return " ".join(useful) or error.message
+
+
+def batch_rows(arrays: dict) -> int | None:
+    """The common leading dimension of the inputs, or None when they have none in common."""
+    sizes = {int(v.shape[0]) for v in arrays.values() if np.ndim(v) > 0}
+    if len(sizes) == 1 and all(np.ndim(v) > 0 for v in arrays.values()):
+        return sizes.pop()
+    return None
+
+
+def mergeable(signature_def) -> bool:
+    """Whether every input's first dimension is free, so requests can be concatenated."""
+    return all(not info.tensor_shape.unknown_rank and info.tensor_shape.dim
+               and info.tensor_shape.dim[0].size < 0 for info in signature_def.inputs.values())
+
+
+class Servicers:
+    """Both services of one model; `prediction` and `model` are the objects gRPC serves."""
+
+    def __init__(self, models: ModelVersions, options: ServingOptions | None = None):
+        self.models = models
+        self.options = options or ServingOptions()
+        self.prediction = _PredictionService(self)
+        self.model = _ModelService(self)
+
+    # -- shared checks ----------------------------------------------------------------------
+    def version_of(self, model_spec):
+        """The held version for a ModelSpec (a context manager); NOT_FOUND if not served."""
+        if model_spec.name != self.models.name:
+            raise ServingError(grpc.StatusCode.NOT_FOUND,
+                               f"servable not found: model {model_spec.name!r} (this server "
+                               f"serves {self.models.name!r})")
+        if model_spec.version_label:
+            raise ServingError(grpc.StatusCode.NOT_FOUND,
+                               f"version label {model_spec.version_label!r} is not assigned "
+                               f"(this server defines no version labels)")
+        version = model_spec.version.value if model_spec.HasField("version") else None
+        try:
+            return self.models.acquire(version)
+        except VersionNotFound as error:
+            raise ServingError(grpc.StatusCode.NOT_FOUND, str(error)) from None
+
+    # -- Predict ----------------------------------------------------------------------------
+    def predict(self, request):
+        import tensorflow as tf
+
+        signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        with self.version_of(request.model_spec) as loaded:
+            if signature not in loaded.signature_defs:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"unknown signature {signature!r}; model {loaded.name!r} "
+                                   f"has {sorted(loaded.signature_defs)}")
+            signature_def = loaded.signature_defs[signature]
+            unknown = sorted(set(request.output_filter) - set(signature_def.outputs))
+            if unknown:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"output_filter names {unknown} are not outputs of "
+                                   f"{signature!r}: {sorted(signature_def.outputs)}")
+            arrays = check_inputs(signature, signature_def, request.inputs,
+                                  self.options.max_elements)
+            rows = batch_rows(arrays)
+            if rows is not None and rows > self.options.max_batch_rows:
+                raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   f"request has {rows} rows; this server takes at most "
+                                   f"{self.options.max_batch_rows} per request")
+            try:
+                if self.options.batcher is not None and rows and mergeable(signature_def):
+                    outputs = self.options.batcher.submit(loaded, signature, arrays).result()
+                else:
+                    outputs = loaded.run(signature, arrays)
+            except tf.errors.InvalidArgumentError as error:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   runtime_message(error)) from None
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = loaded.name
+            response.model_spec.version.value = loaded.version
+            response.model_spec.signature_name = signature
+        for key in request.output_filter or outputs:
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+        return response
+
+    # -- GetModelMetadata -------------------------------------------------------------------
+    def metadata(self, request):
+        fields = list(request.metadata_field)
+        if not fields:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               "GetModelMetadataRequest must name at least one metadata_field "
+                               "(supported: 'signature_def')")
+        unsupported = sorted(set(fields) - {"signature_def"})
+        if unsupported:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"metadata_field {unsupported} not supported (supported: "
+                               f"'signature_def')")
+        with self.version_of(request.model_spec) as loaded:
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for key, value in loaded.signature_defs.items():
+                signature_map.signature_def[key].CopyFrom(value)
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = loaded.name
+            response.model_spec.version.value = loaded.version
+        response.metadata["signature_def"].Pack(signature_map)
+        return response
+
+    # -- GetModelStatus ---------------------------------------------------------------------
+    def status(self, request):
+        spec = request.model_spec
+        if spec.name != self.models.name:
+            raise ServingError(grpc.StatusCode.NOT_FOUND,
+                               f"model {spec.name!r} not found (this server serves "
+                               f"{self.models.name!r})")
+        if spec.version_label:
+            raise ServingError(grpc.StatusCode.NOT_FOUND,
+                               f"version label {spec.version_label!r} is not assigned")
+        statuses = self.models.statuses()
+        if spec.HasField("version"):
+            statuses = [(v, s) for v, s in statuses if v == spec.version.value]
+        if not statuses:
+            wanted = f"version {spec.version.value}" if spec.HasField("version") else "any version"
+            raise ServingError(grpc.StatusCode.NOT_FOUND,
+                               f"model {spec.name!r}: {wanted} not loaded")
+        state = get_model_status_pb2.ModelVersionStatus.State
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for version, state_name in statuses:
+            entry = response.model_version_status.add(version=version)
+            entry.state = state.Value(state_name)
+            entry.status.SetInParent()  # error_code OK, as TF Serving reports a healthy version
+        return response
+
+
+def _answer(method):
+    """Wraps a handler: ServingError → its status, any other failure → INTERNAL."""
+
+    def handler(self, request, context):
+        try:
+            return method(self.servicers, request)
+        except ServingError as error:
+            context.abort(error.code, str(error))
+        except Exception as error:
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+
+    handler.__name__ = method.__name__
+    return handler
+
+
+class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, servicers: Servicers):
+        self.servicers = servicers
+
+    Predict = _answer(Servicers.predict)
+    GetModelMetadata = _answer(Servicers.metadata)
+
+
+class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, servicers: Servicers):
+        self.servicers = servicers
+
+    GetModelStatus = _answer(Servicers.status)

@@ -1,0 +1,305 @@
+"""The TF Serving-compatible server, called with the stock tensorflow_serving stubs."""
+
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+grpc = pytest.importorskip("grpc")
+from tensorflow_serving.apis import (  # noqa: E402
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+
+from serving import server as server_cli  # noqa: E402
+from serving_fixtures import (  # noqa: E402
+    images,
+    outputs_of,
+    own_outputs,
+    png_bytes,
+    predict_request,
+    write_model,
+)
+
+CODE = grpc.StatusCode
+
+
+@pytest.fixture(scope="session")
+def saved_versions(tmp_path_factory):
+    """Two SavedModels (different weights), saved once and copied into each test's base path."""
+    root = tmp_path_factory.mktemp("saved")
+    return {1: write_model(root, 1, seed=0), 2: write_model(root, 2, seed=1)}
+
+
+def make_base(tmp_path, saved_versions, versions=(1,)):
+    base = tmp_path / "models" / "mixem"
+    base.mkdir(parents=True)
+    for version in versions:
+        shutil.copytree(saved_versions[version], base / str(version))
+    return base
+
+
+def start_server(base, *flags):
+    args = server_cli.build_parser().parse_args(
+        ["--port=0", "--model_name=mixem", f"--model_base_path={base}", *flags])
+    return server_cli.start(args)
+
+
+class Stubs:
+    def __init__(self, port):
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.model = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, saved_versions):
+    base = make_base(tmp_path_factory.mktemp("served"), saved_versions)
+    running = start_server(base, "--file_system_poll_wait_seconds=0",
+                           "--max_images_per_request=8", "--max_request_bytes=300000")
+    yield running, Stubs(running.port), saved_versions[1]
+    running.stop(1)
+
+
+def test_predict_equals_the_savedmodel_for_pixels_and_bytes(served):
+    running, stubs, path = served
+    x = images(3)
+    response = stubs.predict.Predict(predict_request({"images": x}), timeout=30)
+    assert response.model_spec.name == "mixem"
+    assert response.model_spec.version.value == 1
+    assert response.model_spec.signature_name == "serving_default"
+    got, want = outputs_of(response), own_outputs(path, "serving_default", {"images": x})
+    assert set(got) == {"cluster", "probabilities", "distances", "embedding"}
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-6)
+    assert got["cluster"].dtype == np.int64
+
+    encoded = np.array([png_bytes(image) for image in x], dtype=object)
+    response = stubs.predict.Predict(
+        predict_request({"image_bytes": encoded}, signature="serving_bytes"), timeout=30)
+    got = outputs_of(response)
+    want = own_outputs(path, "serving_bytes", {"image_bytes": encoded})
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-6)
+
+
+def test_output_filter_and_explicit_version(served):
+    _, stubs, _ = served
+    response = stubs.predict.Predict(
+        predict_request({"images": images(2)}, version=1, output_filter=["cluster"]), timeout=30)
+    assert list(response.outputs) == ["cluster"]
+    assert tf.make_ndarray(response.outputs["cluster"]).shape == (2,)
+
+
+def test_metadata_lists_both_signatures(served):
+    _, stubs, _ = served
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = "mixem"
+    response = stubs.predict.GetModelMetadata(request, timeout=30)
+    assert response.model_spec.version.value == 1
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(signatures)
+    defs = signatures.signature_def
+    assert set(defs) == {"serving_default", "serving_bytes"}
+    assert defs["serving_default"].inputs["images"].dtype == tf.uint8.as_datatype_enum
+    assert defs["serving_bytes"].inputs["image_bytes"].dtype == tf.string.as_datatype_enum
+    assert set(defs["serving_bytes"].outputs) == {"cluster", "probabilities", "distances",
+                                                   "embedding"}
+
+
+def test_model_status_is_available(served):
+    _, stubs, _ = served
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "mixem"
+    response = stubs.model.GetModelStatus(request, timeout=30)
+    [status] = response.model_version_status
+    assert status.version == 1
+    assert status.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    assert status.status.error_code == 0
+
+
+def _bad_predicts():
+    x = images(1)
+    return {
+        "unknown model": (CODE.NOT_FOUND, predict_request({"images": x}, model="other")),
+        "unknown version": (CODE.NOT_FOUND, predict_request({"images": x}, version=7)),
+        "unknown signature": (CODE.INVALID_ARGUMENT,
+                              predict_request({"images": x}, signature="nope")),
+        "unknown input": (CODE.INVALID_ARGUMENT, predict_request({"pixels": x})),
+        "wrong dtype": (CODE.INVALID_ARGUMENT, predict_request({"images": x.astype("float32")})),
+        "wrong rank": (CODE.INVALID_ARGUMENT, predict_request({"images": x[0]})),
+        "unknown output": (CODE.INVALID_ARGUMENT,
+                           predict_request({"images": x}, output_filter=["logits"])),
+        "corrupt bytes": (CODE.INVALID_ARGUMENT,
+                          predict_request({"image_bytes": np.array([b"not an image"])},
+                                          signature="serving_bytes")),
+        "too many images": (CODE.RESOURCE_EXHAUSTED, predict_request({"images": images(9)})),
+        "too many bytes": (CODE.RESOURCE_EXHAUSTED,
+                           predict_request({"images": images(1, 400, 400)})),
+        "claimed huge shape": (CODE.RESOURCE_EXHAUSTED, _huge_claim()),
+    }
+
+
+def _huge_claim():
+    """A small message whose one repeated value claims 300 million pixels."""
+    request = predict_request({"images": images(1)})
+    tensor = request.inputs["images"]
+    tensor.ClearField("tensor_content")
+    tensor.int_val.append(0)
+    for dim, size in zip(tensor.tensor_shape.dim, (1, 10000, 10000, 3)):
+        dim.size = size
+    return request
+
+
+@pytest.mark.parametrize("case", list(_bad_predicts()))
+def test_bad_request_gets_its_status_and_the_server_keeps_serving(served, case):
+    _, stubs, _ = served
+    code, request = _bad_predicts()[case]
+    with pytest.raises(grpc.RpcError) as caught:
+        stubs.predict.Predict(request, timeout=30)
+    assert caught.value.code() == code, caught.value.details()
+    assert caught.value.details()
+    response = stubs.predict.Predict(predict_request({"images": images(1)}), timeout=30)
+    assert tf.make_ndarray(response.outputs["cluster"]).shape == (1,)
+
+
+def test_error_messages_name_what_is_expected(served):
+    _, stubs, _ = served
+    details = {}
+    for case in ("unknown signature", "unknown input", "wrong dtype", "corrupt bytes"):
+        with pytest.raises(grpc.RpcError) as caught:
+            stubs.predict.Predict(_bad_predicts()[case][1], timeout=30)
+        details[case] = caught.value.details()
+    assert "serving_bytes" in details["unknown signature"]
+    assert "images" in details["unknown input"]
+    assert "DT_UINT8" in details["wrong dtype"] and "DT_FLOAT" in details["wrong dtype"]
+    assert "Graph execution error" not in details["corrupt bytes"]
+
+
+def test_bad_metadata_and_status_requests(served):
+    _, stubs, _ = served
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = "mixem"
+    with pytest.raises(grpc.RpcError) as caught:
+        stubs.predict.GetModelMetadata(request, timeout=30)
+    assert caught.value.code() == CODE.INVALID_ARGUMENT
+    request.metadata_field.append("labels")
+    with pytest.raises(grpc.RpcError) as caught:
+        stubs.predict.GetModelMetadata(request, timeout=30)
+    assert caught.value.code() == CODE.INVALID_ARGUMENT and "labels" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        stubs.predict.Classify(classification_pb2.ClassificationRequest(), timeout=30)
+    assert caught.value.code() == CODE.UNIMPLEMENTED
+    status = get_model_status_pb2.GetModelStatusRequest()
+    status.model_spec.name = "other"
+    with pytest.raises(grpc.RpcError) as caught:
+        stubs.model.GetModelStatus(status, timeout=30)
+    assert caught.value.code() == CODE.NOT_FOUND
+
+
+def _wait_for(condition, seconds=60.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_version_exported_while_serving_is_picked_up(tmp_path, saved_versions):
+    base = make_base(tmp_path, saved_versions)
+    running = start_server(base, "--file_system_poll_wait_seconds=0.1")
+    try:
+        stubs = Stubs(running.port)
+        x = images(2)
+        first = stubs.predict.Predict(predict_request({"images": x}), timeout=30)
+        assert first.model_spec.version.value == 1
+        shutil.copytree(saved_versions[2], base / ".incoming")
+        (base / ".incoming").rename(base / "2")
+        _wait_for(lambda: running.models.current.version == 2)
+        response = stubs.predict.Predict(predict_request({"images": x}), timeout=30)
+        assert response.model_spec.version.value == 2
+        want = own_outputs(saved_versions[2], "serving_default", {"images": x})
+        np.testing.assert_allclose(outputs_of(response)["distances"], want["distances"],
+                                   rtol=1e-6, atol=1e-6)
+        assert not np.allclose(outputs_of(first)["distances"], want["distances"])
+        with pytest.raises(grpc.RpcError) as caught:  # only the latest version is served
+            stubs.predict.Predict(predict_request({"images": x}, version=1), timeout=30)
+        assert caught.value.code() == CODE.NOT_FOUND
+        status = get_model_status_pb2.GetModelStatusRequest()
+        status.model_spec.name = "mixem"
+        states = {s.version: s.state for s in
+                  stubs.model.GetModelStatus(status, timeout=30).model_version_status}
+        assert states == {2: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+                          1: get_model_status_pb2.ModelVersionStatus.END}
+    finally:
+        running.stop(1)
+
+
+def test_in_flight_request_on_the_old_version_finishes(tmp_path, saved_versions):
+    """A request in a slow batch holds version 1 while version 2 is swapped in."""
+    base = make_base(tmp_path, saved_versions)
+    running = start_server(base, "--file_system_poll_wait_seconds=0", "--enable_batching",
+                           "--max_batch_size=64", "--batch_timeout_micros=4000000")
+    try:
+        stubs = Stubs(running.port)
+        old = running.models.current
+        pending = stubs.predict.Predict.future(predict_request({"images": images(1)}),
+                                               timeout=30)
+        _wait_for(lambda: old._holders == 1)  # the request holds v1, waiting for its batch
+        shutil.copytree(saved_versions[2], base / "2")
+        running.models.poll()
+        assert running.models.current.version == 2
+        assert old.state == "UNLOADING"
+        response = pending.result()
+        assert response.model_spec.version.value == 1
+        assert old.released.wait(10) and old.state == "END"
+    finally:
+        running.stop(1)
+
+
+def test_batching_merges_concurrent_requests_and_splits_their_rows(tmp_path, saved_versions):
+    base = make_base(tmp_path, saved_versions)
+    running = start_server(base, "--file_system_poll_wait_seconds=0", "--enable_batching",
+                           "--max_batch_size=6", "--batch_timeout_micros=1000000")
+    try:
+        stubs = Stubs(running.port)
+        loaded = running.models.current
+        requests = [images(2, seed=i) for i in range(3)]  # 6 rows: one full batch
+        odd = images(1, h=20, w=5, seed=9)  # another shape: its own call
+        before = loaded.calls
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(stubs.predict.Predict, predict_request({"images": x}), 30)
+                       for x in [*requests, odd]]
+            responses = [f.result() for f in futures]
+        assert loaded.calls - before == 2
+        for x, response in zip([*requests, odd], responses):
+            want = own_outputs(saved_versions[1], "serving_default", {"images": x})
+            np.testing.assert_allclose(outputs_of(response)["embedding"], want["embedding"],
+                                       rtol=1e-6, atol=1e-6)
+    finally:
+        running.stop(1)
+
+
+def test_a_corrupt_image_in_a_merged_batch_fails_only_its_request(tmp_path, saved_versions):
+    base = make_base(tmp_path, saved_versions)
+    running = start_server(base, "--file_system_poll_wait_seconds=0", "--enable_batching",
+                           "--max_batch_size=3", "--batch_timeout_micros=1000000")
+    try:
+        stubs = Stubs(running.port)
+        good = [np.array([png_bytes(images(1, seed=i)[0])], dtype=object) for i in range(2)]
+        bad = np.array([b"garbage"], dtype=object)
+        futures = [stubs.predict.Predict.future(
+            predict_request({"image_bytes": x}, signature="serving_bytes"), timeout=30)
+            for x in [good[0], bad, good[1]]]
+        assert futures[0].result().outputs["cluster"].int64_val
+        assert futures[2].result().outputs["cluster"].int64_val
+        with pytest.raises(grpc.RpcError) as caught:
+            futures[1].result()
+        assert caught.value.code() == CODE.INVALID_ARGUMENT
+    finally:
+        running.stop(1)
