@@ -129,8 +129,8 @@ class Servicers:
         self.model = _ModelService(self)
 
     # -- shared checks ----------------------------------------------------------------------
-    def version_of(self, model_spec):
-        """The held version for a ModelSpec (a context manager); NOT_FOUND if not served."""
+    def check_spec(self, model_spec):
+        """NOT_FOUND unless the ModelSpec names this model and no version label."""
         if model_spec.name != self.models.name:
             raise ServingError(grpc.StatusCode.NOT_FOUND,
                                f"servable not found: model {model_spec.name!r} (this server "
@@ -139,6 +139,10 @@ class Servicers:
             raise ServingError(grpc.StatusCode.NOT_FOUND,
                                f"version label {model_spec.version_label!r} is not assigned "
                                f"(this server defines no version labels)")
+
+    def version_of(self, model_spec):
+        """The held version for a ModelSpec (a context manager); NOT_FOUND if not served."""
+        self.check_spec(model_spec)
         version = model_spec.version.value if model_spec.HasField("version") else None
         try:
             return self.models.acquire(version)
@@ -209,13 +213,7 @@ class Servicers:
     # -- GetModelStatus ---------------------------------------------------------------------
     def status(self, request):
         spec = request.model_spec
-        if spec.name != self.models.name:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"model {spec.name!r} not found (this server serves "
-                               f"{self.models.name!r})")
-        if spec.version_label:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"version label {spec.version_label!r} is not assigned")
+        self.check_spec(spec)
         statuses = self.models.statuses()
         if spec.HasField("version"):
             statuses = [(v, s) for v, s in statuses if v == spec.version.value]
