@@ -217,3 +217,18 @@ def test_a_jax_trained_run_exports_and_matches(tmp_path):
     readout = load_readout(run_dir)
     distances = ((h[:, None] - readout.centroids[None]) ** 2).sum(-1)
     np.testing.assert_array_equal(out["cluster"].numpy(), distances.argmin(1))
+
+
+@pytest.mark.slow
+def test_init_from_loads_the_backbone_through_load_run(digits_run, tmp_path):
+    from mixem_tf.methods import build_method
+    from mixem_tf.training import load_backbone
+
+    trained, config, saved = load_run(digits_run)
+    fresh = build_method(config, tuple(saved["input_shape"]), saved["num_clusters"])
+    fresh(np.zeros((2, *saved["input_shape"]), np.uint8))
+    load_backbone(fresh, digits_run)
+    for got, want in zip(fresh.backbone.weights, trained.backbone.weights):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    with pytest.raises(ValueError, match="--init-from: .* holds no run"):
+        load_backbone(fresh, tmp_path)
