@@ -22,10 +22,10 @@ centroid (the K-means inertia per image, set by `calibrate` and written to the m
 Mixture-argmax read-outs: `probabilities` are the mixing weights π, `cluster = argmax π`,
 `distances = 1 - π`, and the embedding is the mixed embedding z.
 
-Images whose size or channel count differs from the training data's are first converted to
+Images whose size or channel count differs from the training data's are converted to
 its channels (grey = 0.299 R + 0.587 G + 0.114 B, as the augmentation's grey; grey → RGB by
 repetition) and resized to its resolution with the augmentation's PIL-style bilinear
-resampling (antialiased when shrinking; an exact identity when the size already matches).
+resampling (antialiased when shrinking; skipped when the size already matches).
 """
 
 from __future__ import annotations
@@ -42,23 +42,35 @@ MIN_TEMPERATURE = 1e-12
 
 
 def _to_channels(images, channels: int):
-    """float [N, H, W, C] with C in 1..4 → [N, H, W, channels] (alpha dropped)."""
+    """float [N, H, W, C] with C in 1..4 → [N, H, W, channels] (alpha dropped); untouched
+    when C already equals `channels`."""
     c = tf.shape(images)[-1]
-    index = tf.where(c >= 3, tf.constant([0, 1, 2]), tf.constant([0, 0, 0]))
-    rgb = tf.gather(images, index, axis=-1)                     # grey repeated, or R, G, B
-    if channels == 3:
-        return rgb
-    luma = LUMA[0] * rgb[..., 0:1] + LUMA[1] * rgb[..., 1:2] + LUMA[2] * rgb[..., 2:3]
-    return tf.where(c >= 3, luma, rgb[..., 0:1])
+
+    def convert():
+        index = tf.where(c >= 3, tf.constant([0, 1, 2]), tf.constant([0, 0, 0]))
+        rgb = tf.gather(images, index, axis=-1)                 # grey repeated, or R, G, B
+        if channels == 3:
+            return rgb
+        luma = LUMA[0] * rgb[..., 0:1] + LUMA[1] * rgb[..., 1:2] + LUMA[2] * rgb[..., 2:3]
+        return tf.where(c >= 3, luma, rgb[..., 0:1])
+
+    return tf.cond(tf.equal(c, channels), lambda: tf.identity(images), convert)
 
 
 def _resize(images, size):
-    """PIL-style bilinear resize of a float batch of any (dynamic) size to `size` (h, w)."""
+    """PIL-style bilinear resize of a float batch of any (dynamic) size to `size` (h, w); the
+    batch is returned untouched when it already has that size."""
     shape = tf.shape(images)
-    zeros = tf.zeros(shape[:1], tf.float32)
-    rows = _resample_matrix(zeros, zeros + tf.cast(shape[1], tf.float32), size[0], shape[1])
-    cols = _resample_matrix(zeros, zeros + tf.cast(shape[2], tf.float32), size[1], shape[2])
-    return _separable(images, rows, cols)
+
+    def resample():
+        # One [1, out, in] matrix per axis, broadcast over the batch.
+        zero = tf.zeros([1], tf.float32)
+        rows = _resample_matrix(zero, zero + tf.cast(shape[1], tf.float32), size[0], shape[1])
+        cols = _resample_matrix(zero, zero + tf.cast(shape[2], tf.float32), size[1], shape[2])
+        return _separable(images, rows, cols)
+
+    same = tf.logical_and(tf.equal(shape[1], size[0]), tf.equal(shape[2], size[1]))
+    return tf.cond(same, lambda: tf.identity(images), resample)
 
 
 class ClusteringModule(tf.Module):
@@ -105,7 +117,8 @@ class ClusteringModule(tf.Module):
     def _prepare(self, images):
         """uint8 (or float) [N, H, W, C] → float [N, h, w, c] of the training data's shape."""
         h, w, c = self.input_shape
-        x = _resize(_to_channels(tf.cast(images, tf.float32), c), (h, w))
+        # Resize first: both steps are linear, and converting the smaller image is cheaper.
+        x = _to_channels(_resize(tf.cast(images, tf.float32), (h, w)), c)
         return tf.ensure_shape(x, [None, h, w, c])
 
     def _head(self, images):
