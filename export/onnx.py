@@ -132,7 +132,8 @@ def check_parity(onnx_model, saved_model, batches, reference_images: int = REFER
     import tensorflow as tf
     from onnx.reference import ReferenceEvaluator
 
-    serve = tf.saved_model.load(str(saved_model)).signatures[SIGNATURE]
+    loaded = tf.saved_model.load(str(saved_model))
+    serve = loaded.signatures[SIGNATURE]
     session = onnxruntime.InferenceSession(onnx_model.SerializeToString(),
                                            providers=["CPUExecutionProvider"])
     reference = ReferenceEvaluator(onnx_model)

@@ -24,8 +24,9 @@ class Predictor:
         clusters: the SavedModel's assets/clusters.json ("clusters" entries), or None.
     """
 
-    def __init__(self, run, runtime: str, clusters: dict | None = None):
+    def __init__(self, run, runtime: str, clusters: dict | None = None, owner=None):
         self._run, self.runtime, self.clusters = run, runtime, clusters
+        self._owner = owner  # what `run` needs alive (the loaded SavedModel)
 
     def __call__(self, images: np.ndarray) -> dict:
         return self._run(np.ascontiguousarray(images, dtype=np.uint8))
@@ -57,9 +58,10 @@ def load_predictor(saved_model=None, onnx=None, threads: int | None = None) -> P
                                 "version folder, e.g. models/mixem/1)")
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    loaded = tf.saved_model.load(str(saved_model))
+    serve = loaded.signatures["serving_default"]
     clusters_file = Path(saved_model) / "assets" / "clusters.json"
     clusters = (json.loads(clusters_file.read_text())["clusters"] if clusters_file.is_file()
                 else None)
     return Predictor(lambda x: {k: v.numpy() for k, v in serve(images=tf.constant(x)).items()},
-                     "tensorflow", clusters)
+                     "tensorflow", clusters, owner=loaded)

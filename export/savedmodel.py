@@ -142,6 +142,11 @@ def export_run(run_dir, base_dir, model_name: str, *, readout: str | None = None
 
     from export.module import ClusteringModule
 
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError("exporting needs KERAS_BACKEND=tensorflow (the run itself may have "
+                         f"been trained under any backend), not {keras.backend.backend()}")
     if not model_name or "/" in model_name or model_name.startswith("."):
         raise ValueError(f"--model-name {model_name!r}: a plain folder name is needed")
     gates = [g if isinstance(g, MetricGate) else MetricGate(g) for g in require]
