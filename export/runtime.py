@@ -32,8 +32,23 @@ class Predictor:
         return self._run(np.ascontiguousarray(images, dtype=np.uint8))
 
 
+def _version_folder(path: Path) -> Path:
+    """`path` itself if it holds a SavedModel, else its newest integer version (as TF Serving
+    picks one from a model folder)."""
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = sorted((int(p.name), p) for p in path.glob("*")
+                      if p.name.isdigit() and (p / "saved_model.pb").is_file()) \
+        if path.is_dir() else []
+    if not versions:
+        raise FileNotFoundError(f"--model: {path} holds no saved_model.pb and no version "
+                                "folder with one (e.g. models/mixem/1)")
+    return versions[-1][1]
+
+
 def load_predictor(saved_model=None, onnx=None, threads: int | None = None) -> Predictor:
-    """Loads exactly one of `saved_model` (a version folder) or `onnx` (a .onnx file).
+    """Loads exactly one of `saved_model` (a version folder, or a model folder: its newest
+    version) or `onnx` (a .onnx file).
 
     Raises:
         ValueError: both or neither given. FileNotFoundError: the model is not there.
@@ -53,9 +68,7 @@ def load_predictor(saved_model=None, onnx=None, threads: int | None = None) -> P
         names = [output.name for output in session.get_outputs()]
         return Predictor(lambda x: dict(zip(names, session.run(None, {"images": x}))),
                          "onnxruntime")
-    if not (Path(saved_model) / "saved_model.pb").is_file():
-        raise FileNotFoundError(f"--model: {saved_model} holds no saved_model.pb (give a "
-                                "version folder, e.g. models/mixem/1)")
+    saved_model = _version_folder(Path(saved_model))
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(saved_model))

@@ -61,7 +61,8 @@ def test_layout_assets_and_versions(exported_model, digits_run, tmp_path):
     assert all(0 < c["purity"] <= 1 for c in clusters["clusters"].values() if c["size"])
 
     base = tmp_path / "models"
-    first = export_run(digits_run, base, "mixem", verbose=False)
+    assert run_cli(savedmodel.main, ["--run", str(digits_run), "--base-dir", str(base)]) == 0
+    first = base / "mixem" / "1"  # --model-name defaults to the method
     before = (first / "saved_model.pb").read_bytes()
     second = export_run(digits_run, base, "mixem", readout="h/l2/kmeans", verbose=False)
     assert (first.name, second.name) == ("1", "2")
@@ -128,6 +129,13 @@ def test_bytes_signature_equals_the_uint8_signature(exported_model, digits_run):
     for name in OUTPUTS:
         np.testing.assert_allclose(from_bytes[name].numpy(), from_pixels[name].numpy(),
                                    atol=1e-6, err_msg=name)
+    gif = io.BytesIO()
+    Image.fromarray(np.repeat(images[0], 3, -1)).save(gif, format="GIF")
+    jpeg = io.BytesIO()
+    Image.fromarray(np.repeat(images[0], 3, -1)).save(jpeg, format="JPEG", quality=95)
+    out = _serve(exported_model, "serving_bytes")(
+        image_bytes=tf.constant([gif.getvalue(), jpeg.getvalue()]))
+    assert out["cluster"].shape == (2,) and out["embedding"].shape[0] == 2
     with pytest.raises(tf.errors.InvalidArgumentError):
         _serve(exported_model, "serving_bytes")(image_bytes=tf.constant([b"not an image"]))
 
@@ -145,6 +153,15 @@ def test_any_size_and_channel_count(exported_model):
     np.testing.assert_allclose(serve(images=tf.constant(rgba))["embedding"].numpy(),
                                out["embedding"].numpy(), atol=1e-6)  # alpha dropped
     assert serve(images=tf.constant(rgb[:, :5, :13]))["cluster"].shape == (3,)
+
+
+def test_clusters_table_without_labels_gives_sizes_only():
+    table = savedmodel._clusters_table(np.array([0, 2, 2]), None, 4, None)
+    assert not table["labels_available"] and "no labels" in table["note"]
+    assert [c["size"] for c in table["clusters"].values()] == [1, 0, 2, 0]
+    labelled = savedmodel._clusters_table(np.array([0, 0, 1]), np.array([3, 3, 1]), 3, None)
+    assert labelled["clusters"]["0"] == {"majority_label": 3, "purity": 1.0, "size": 2}
+    assert labelled["clusters"]["2"]["size"] == 0
 
 
 def test_metric_gate_parses_and_checks():

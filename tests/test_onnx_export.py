@@ -2,6 +2,8 @@
 
 import logging
 
+import numpy as np
+
 import pytest
 
 tf = pytest.importorskip("tensorflow")
@@ -35,6 +37,20 @@ def test_parity_in_two_runtimes_on_real_images(onnx_model, exported_model):
     for runtime in ("onnxruntime", "reference"):
         assert report[runtime]["embedding"] <= onnx_export.TOLERANCE
         assert report[runtime]["cluster"] == 0
+
+
+@pytest.mark.slow
+def test_parity_images_from_a_folder(onnx_model, exported_model, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i, size in enumerate([(12, 9), (12, 9), (30, 30)]):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "x.txt").write_text("skipped")
+    batches = onnx_export.parity_images(exported_model, tmp_path)
+    assert sorted(b.shape for b in batches) == [(1, 30, 30, 3), (2, 12, 9, 3)]
+    report = onnx_export.check_parity(onnx.load(str(onnx_model)), exported_model, batches)
+    assert report["images"] == 3 and report["onnxruntime"]["cluster"] == 0
 
 
 @pytest.mark.slow

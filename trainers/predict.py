@@ -144,7 +144,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m trainers.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", type=Path, help="SavedModel version folder (TensorFlow)")
+    source.add_argument("--model", type=Path,
+                        help="SavedModel version folder, or model folder (its newest version)")
     source.add_argument("--onnx", type=Path, help="ONNX file (ONNX Runtime)")
     parser.add_argument("--images", type=Path, required=True, help="folder of images")
     parser.add_argument("--out", type=Path, default=Path("clusters.csv"), help="CSV to write")
