@@ -13,8 +13,10 @@ converter message about an unsupported or unconvertible op is an error and no fi
 written. Then parity: on real images (the run's evaluation images, also as RGB at another size,
 or the images in --parity-images) ONNX Runtime's embedding must match TensorFlow's within
 `TOLERANCE` (max abs) with identical cluster ids, and ONNX's reference evaluator
-(`onnx.reference`, on the first `REFERENCE_IMAGES` images: it is slow) must agree too. A failed
-check deletes the output. The file is written next to --out and renamed into place at the end.
+(`onnx.reference`, on the first `REFERENCE_IMAGES` images: it is slow) must agree too. The
+file is written (to a temporary file next to --out, renamed into place) only after every check
+passed, and a failed parity check deletes an existing --out; the file's metadata records the source SavedModel,
+the opset and the parity report.
 """
 
 from __future__ import annotations
@@ -160,13 +162,27 @@ def check_parity(onnx_model, saved_model, batches, reference_images: int = REFER
     return report
 
 
+def _describe(model, saved_model, opset, report) -> None:
+    """Records the source, opset and parity report in the ONNX file's metadata."""
+    import onnx
+
+    card_path = Path(saved_model) / "assets" / "model_card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    onnx.helper.set_model_props(model, {
+        "source_saved_model": str(Path(saved_model).resolve()), "signature": SIGNATURE,
+        "opset": str(opset), "parity": json.dumps(report),
+        "readout": json.dumps(card.get("readout")), "method": str(card.get("method")),
+        "dataset": str(card.get("dataset"))})
+
+
 def export_onnx(saved_model, out, *, opset: int = DEFAULT_OPSET, parity_folder=None,
                 verbose: bool = True) -> dict:
     """Converts, checks parity, and writes `out`; returns the parity report.
 
     Raises:
         FileNotFoundError: no SavedModel at `saved_model`.
-        ConversionError, ParityError: nothing is written (a failed check deletes the file).
+        ConversionError: nothing is written.
+        ParityError: nothing is written, and an existing `out` is deleted.
     """
     saved_model, out = Path(saved_model), Path(out)
     if not (saved_model / "saved_model.pb").is_file():
@@ -174,12 +190,19 @@ def export_onnx(saved_model, out, *, opset: int = DEFAULT_OPSET, parity_folder=N
                                 "(give a version folder, e.g. models/mixem/1)")
     batches = parity_images(saved_model, parity_folder)
     model = convert_saved_model(saved_model, opset)
+    try:
+        report = check_parity(model, saved_model, batches)
+    except ParityError as error:
+        if out.exists():  # an older file at --out must not pass for this conversion
+            out.unlink()
+            raise ParityError(f"{error}; removed the existing {out}") from None
+        raise
+    _describe(model, saved_model, opset, report)
     out.parent.mkdir(parents=True, exist_ok=True)
     descriptor, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(descriptor)
     try:
         Path(tmp).write_bytes(model.SerializeToString())
-        report = check_parity(model, saved_model, batches)
         os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     except BaseException:

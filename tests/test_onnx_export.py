@@ -1,5 +1,6 @@
 """ONNX export: parity in ONNX Runtime and ONNX's reference evaluator, converter warnings."""
 
+import json
 import logging
 
 import numpy as np
@@ -26,6 +27,9 @@ def test_onnx_keeps_uint8_input_opset_and_outputs(onnx_model):
                                                     "embedding"}
     assert any(o.domain in ("", "ai.onnx") and o.version == onnx_export.DEFAULT_OPSET
                for o in model.opset_import)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["opset"] == str(onnx_export.DEFAULT_OPSET) and props["method"] == "mixem"
+    assert json.loads(props["parity"])["onnxruntime"]["cluster"] == 0
 
 
 @pytest.mark.slow
@@ -76,9 +80,10 @@ def test_a_converter_warning_is_an_error_and_writes_nothing(exported_model, tmp_
 def test_failed_parity_deletes_the_output(exported_model, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(onnx_export, "TOLERANCE", -1.0)
     out = tmp_path / "m.onnx"
+    out.write_bytes(b"an older conversion")
     code = run_cli(onnx_export.main, ["--saved-model", str(exported_model), "--out", str(out)])
     assert code == 2 and "embedding differs" in capsys.readouterr().err
-    assert not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())  # no new file, and the old one is gone
 
 
 def test_missing_saved_model_is_a_one_line_error(tmp_path, capsys):
