@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mixem_tf.augment import LUMA, _resample_matrix, _separable
+from mixem_tf.augment import _luma, _resample_matrix, _separable
 
 __all__ = ["ClusteringModule", "OUTPUTS"]
 
@@ -51,8 +51,7 @@ def _to_channels(images, channels: int):
         rgb = tf.gather(images, index, axis=-1)                 # grey repeated, or R, G, B
         if channels == 3:
             return rgb
-        luma = LUMA[0] * rgb[..., 0:1] + LUMA[1] * rgb[..., 1:2] + LUMA[2] * rgb[..., 2:3]
-        return tf.where(c >= 3, luma, rgb[..., 0:1])
+        return tf.where(c >= 3, _luma(rgb), rgb[..., 0:1])
 
     return tf.cond(tf.equal(c, channels), lambda: tf.identity(images), convert)
 
