@@ -31,13 +31,12 @@ from mixem_tf.cluster import readout_table
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.methods import METHODS, build_method
 from mixem_tf.recipes import TrainConfig
+from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config
 from mixem_tf.report import format_table
 from mixem_tf.schedules import ConstantThenCosine
 
 __all__ = ["RunResult", "evaluate_run", "library_versions", "make_optimizer", "readout_report",
            "train_run"]
-
-CONFIG_FILE = "config.json"
 
 
 @dataclass
@@ -86,16 +85,6 @@ def _check_new_run_dir(out_dir: Path, overwrite: bool) -> None:
     _check_writable(out_dir)
 
 
-def _load_run_config(out_dir: Path, flag: str = "--resume") -> dict:
-    path = Path(out_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise ValueError(f"{flag}: {out_dir} holds no run (no {CONFIG_FILE})")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{flag}: {path} is not valid JSON ({error})") from None
-
-
 def load_backbone(model, run_dir) -> None:
     """Starts `model`'s backbone from the latest checkpoint of another run (`--init-from`).
 
@@ -104,15 +93,7 @@ def load_backbone(model, run_dir) -> None:
         CheckpointMismatchError: the run's backbone has another architecture.
     """
     run_dir = Path(run_dir)
-    saved = _load_run_config(run_dir, flag="--init-from")
-    latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
-    if latest is None:
-        raise ValueError(f"--init-from: {run_dir} has no checkpoint to start from")
-    source_config = TrainConfig.from_dict(saved["settings"])
-    input_shape = tuple(saved["input_shape"])
-    source = build_method(source_config, input_shape, saved["num_clusters"])
-    source(np.zeros((2, *input_shape), np.uint8))
-    checkpoints.restore(latest[0], source)
+    source, source_config, _ = load_run(run_dir, flag="--init-from")
     try:
         checkpoints.copy_variables(source.backbone.variables, model.backbone.variables,
                                    "backbone")
@@ -243,7 +224,7 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
 
     out_dir = Path(out_dir)
     if resume:
-        saved = _load_run_config(out_dir)
+        saved = load_run_config(out_dir)
         config = TrainConfig.from_dict(saved["settings"])
         if epochs is not None:
             config.epochs = epochs
@@ -255,7 +236,7 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         config = config.resolved()
         _check_new_run_dir(out_dir, overwrite)
         if config.init_from:
-            _load_run_config(Path(config.init_from), flag="--init-from")
+            load_run_config(Path(config.init_from), flag="--init-from")
             if checkpoints.latest_checkpoint(Path(config.init_from) / "checkpoints") is None:
                 raise ValueError(f"--init-from: {config.init_from} has no checkpoint to start "
                                  "from")

@@ -5,3 +5,36 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+# -- export / predict: one tiny trained run, exported once, shared by their test modules ----
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A MIX'EM run on digits (1 epoch): config.json, checkpoint, metrics.json, readout.npz."""
+    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.training import train_run
+
+    out = tmp_path_factory.mktemp("export_run") / "run"
+    train_run(TrainConfig(dataset="digits", epochs=1, batch_size=256), out, verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported_model(digits_run, tmp_path_factory):
+    """`digits_run` exported to BASE/mixem/1; returns the version folder."""
+    from export.savedmodel import export_run
+
+    return export_run(digits_run, tmp_path_factory.mktemp("models"), "mixem", verbose=False)
+
+
+@pytest.fixture(scope="session")
+def onnx_model(exported_model, tmp_path_factory):
+    """`exported_model` converted to ONNX (parity already checked by the conversion)."""
+    from export.onnx import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "mixem.onnx"
+    export_onnx(exported_model, out, verbose=False)
+    return out

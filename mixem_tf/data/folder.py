@@ -30,14 +30,15 @@ import numpy as np
 
 from mixem_tf.data.dataset import ImageDataset, parse_image_size
 
-__all__ = ["DEFAULT_FOLDER_IMAGE_SIZE", "IMAGE_EXTENSIONS", "load_folder"]
+__all__ = ["DEFAULT_FOLDER_IMAGE_SIZE", "IMAGE_EXTENSIONS", "list_files", "load_folder",
+           "read_image"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 DEFAULT_FOLDER_IMAGE_SIZE = 96  # STL-10's size; what MiCE uses for its ImageFolder datasets
 _SHOWN_PATHS = 5  # how many skipped paths the warning names
 
 
-def _walk(root: Path) -> list[Path]:
+def list_files(root: Path) -> list[Path]:
     """All non-hidden files under `root`, following links but never a directory twice."""
     seen = set()
     found = []
@@ -96,6 +97,25 @@ def _decode(path: Path, size_hw: tuple[int, int], channels: int, keep_aspect: bo
             image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
         array = np.asarray(image, dtype=np.uint8)
     return array.reshape(height, width, channels)
+
+
+def read_image(path, channels: int | None = None) -> np.ndarray:
+    """One image at its own size as uint8 [H, W, C], converted as the loader converts:
+    `channels` 1 (grey) or 3 (RGB); None keeps grey images grey and makes the rest RGB.
+
+    Raises:
+        OSError (Pillow's UnidentifiedImageError among them): not a readable image.
+    """
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.seek(0)  # the first frame of a GIF
+        if channels is None:
+            channels = 1 if image.mode in ("1", "L", "LA", "I", "F") or \
+                image.mode.startswith("I;16") else 3
+        image = _to_mode(image, channels)
+        array = np.asarray(image, dtype=np.uint8)
+    return array.reshape(array.shape[0], array.shape[1], channels)
 
 
 def _labels_from_subfolders(relative: list[tuple[str, ...]]):
@@ -166,7 +186,7 @@ def load_folder(
         raise NotADirectoryError(f"{str(root)!r} is not a folder (folder:PATH needs a folder)")
     root = root.resolve()
 
-    files = _walk(root)
+    files = list_files(root)
     candidates = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
     ignored = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
     if not candidates:

@@ -1,0 +1,170 @@
+"""Cluster new images with an exported model.
+
+    python -m trainers.predict --model models/mixem/1 --images DIR --out clusters.csv
+    python -m trainers.predict --onnx mixem.onnx --images DIR --out clusters.csv \\
+        --gallery gallery.png
+
+Every non-hidden file under DIR (recursively, sorted) gets one CSV row: path, cluster,
+probability (the soft assignment of that cluster), error. A file that is not a readable image
+gets its reason in the error column and an empty cluster; the run always goes on. Images are
+read with Pillow at their own size (grey stays grey, anything else becomes RGB) and sent in
+batches (`--batch-size`, images of one size together); the model does the rest. `--gallery`
+draws up to `--gallery-samples` of the most confident images of each cluster per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import heapq
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trainers.cli import run
+
+FIELDS = ("path", "cluster", "probability", "error")
+
+
+class _Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int, width: int = 30):
+        self.total, self.width, self.start = total, width, time.monotonic()
+
+    def update(self, done: int, errors: int) -> None:
+        filled = self.width * done // max(self.total, 1)
+        rate = done / max(time.monotonic() - self.start, 1e-9)
+        print(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} files "
+              f"{rate:.0f}/s, {errors} unreadable", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        print(file=sys.stderr)
+
+
+def _read(paths):
+    """[(path, image or None, error or "")] for a chunk of files."""
+    from mixem_tf.data.folder import read_image
+
+    out = []
+    for path in paths:
+        try:
+            out.append((path, read_image(path), ""))
+        except Exception as error:  # noqa: BLE001  any unreadable file is one CSV row
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            out.append((path, None, f"not a readable image: {reason}"))
+    return out
+
+
+def _predict_chunk(predict, items):
+    """Runs the images of a chunk, grouped by shape; returns {index: (cluster, prob)} and
+    {index: error} for groups the model rejected."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, image, _) in enumerate(items):
+        if image is not None:
+            groups.setdefault(image.shape, []).append(i)
+    results, errors = {}, {}
+    for indices in groups.values():
+        try:
+            outputs = predict(np.stack([items[i][1] for i in indices]))
+        except Exception as error:  # noqa: BLE001  a batch the model rejects is reported
+            errors.update({i: f"model failed: {str(error).splitlines()[0]}" for i in indices})
+            continue
+        for row, i in enumerate(indices):
+            cluster = int(outputs["cluster"][row])
+            results[i] = (cluster, float(outputs["probabilities"][row, cluster]))
+    return results, errors
+
+
+def predict_folder(predict, folder, out_csv, *, batch_size: int = 64, gallery=None,
+                   gallery_samples: int = 8, gallery_cell: int = 64, progress: bool = True):
+    """Clusters every file under `folder` into `out_csv`; returns (rows written, unreadable)."""
+    from mixem_tf.data.folder import list_files
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--images: {folder} is not a folder")
+    if batch_size < 1 or gallery_samples < 1 or gallery_cell < 1:
+        raise ValueError("--batch-size, --gallery-samples and --gallery-cell must be >= 1")
+    files = list_files(folder)
+    bar = _Progress(len(files)) if progress else None
+    best: dict[int, list] = {}  # cluster → heap of (probability, order, image)
+    counts: dict[int, int] = {}
+    failures = 0
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    with open(out_csv, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(FIELDS)
+        for start in range(0, len(files), batch_size):
+            items = _read(files[start:start + batch_size])
+            results, model_errors = _predict_chunk(predict, items)
+            for i, (path, image, error) in enumerate(items):
+                error = error or model_errors.get(i, "")
+                if i not in results:
+                    failures += 1
+                    writer.writerow([str(path), "", "", error])
+                    continue
+                cluster, probability = results[i]
+                writer.writerow([str(path), cluster, f"{probability:.6f}", ""])
+                counts[cluster] = counts.get(cluster, 0) + 1
+                if gallery is not None:
+                    heap = best.setdefault(cluster, [])
+                    entry = (probability, start + i, image)
+                    (heapq.heappush if len(heap) < gallery_samples else heapq.heappushpop)(
+                        heap, entry)
+            if bar:
+                bar.update(min(start + batch_size, len(files)), failures)
+    if bar:
+        bar.close()
+    if gallery is not None:
+        _write_gallery(predict, best, counts, gallery, gallery_samples, gallery_cell)
+    return len(files), failures
+
+
+def _write_gallery(predict, best, counts, path, samples, cell):
+    from mixem_tf.gallery import draw_gallery
+
+    known = predict.clusters or {}
+    rows = max([len(known)] + [k + 1 for k in best])
+    chosen = {k: [image for _, _, image in sorted(heap, key=lambda e: (-e[0], e[1]))]
+              for k, heap in best.items()}
+    labels = {}
+    for k in range(rows):
+        entry = known.get(str(k), {})
+        majority = entry.get("majority_name", entry.get("majority_label"))
+        labels[k] = f"cluster {k}: {counts.get(k, 0)} images" + (
+            f"\n(training: mostly {majority})" if majority is not None else "")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    draw_gallery(chosen, labels, rows=rows, columns=samples, cell=cell).save(path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m trainers.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path,
+                        help="SavedModel version folder, or model folder (its newest version)")
+    source.add_argument("--onnx", type=Path, help="ONNX file (ONNX Runtime)")
+    parser.add_argument("--images", type=Path, required=True, help="folder of images")
+    parser.add_argument("--out", type=Path, default=Path("clusters.csv"), help="CSV to write")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--gallery", type=Path, default=None, help="PNG grid per cluster")
+    parser.add_argument("--gallery-samples", type=int, default=8,
+                        help="images per cluster in the gallery")
+    parser.add_argument("--gallery-cell", type=int, default=64, help="gallery cell in pixels")
+    args = parser.parse_args(argv)
+    from export.runtime import load_predictor
+
+    predict = load_predictor(saved_model=args.model, onnx=args.onnx)
+    total, failures = predict_folder(
+        predict, args.images, args.out, batch_size=args.batch_size, gallery=args.gallery,
+        gallery_samples=args.gallery_samples, gallery_cell=args.gallery_cell)
+    print(f"clustered {total - failures} of {total} files into {args.out}"
+          + (f" ({failures} unreadable: see its error column)" if failures else "")
+          + (f"; gallery: {args.gallery}" if args.gallery else ""), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
