@@ -303,3 +303,27 @@ def test_a_corrupt_image_in_a_merged_batch_fails_only_its_request(tmp_path, save
         assert caught.value.code() == CODE.INVALID_ARGUMENT
     finally:
         running.stop(1)
+
+
+def test_a_real_export_is_served_with_the_models_own_results(exported_model, tmp_path):
+    # The exporter's SavedModel (issue 6) behind the server, called with the stock stub.
+    from export.runtime import load_predictor
+    from mixem_tf.data import load_dataset
+
+    base = tmp_path / "models" / "mixem"
+    shutil.copytree(exported_model, base / "1")
+    digits = load_dataset("digits").images[:16]
+    running = start_server(base, "--file_system_poll_wait_seconds=0", "--enable_batching")
+    try:
+        stubs = Stubs(running.port)
+        response = stubs.predict.Predict(predict_request({"images": digits}), timeout=60)
+        got, want = outputs_of(response), load_predictor(saved_model=exported_model)(digits)
+        np.testing.assert_array_equal(got["cluster"], want["cluster"])
+        for key in ("probabilities", "distances", "embedding"):
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
+        encoded = np.array([png_bytes(image) for image in digits[:4]], dtype=object)
+        response = stubs.predict.Predict(
+            predict_request({"image_bytes": encoded}, signature="serving_bytes"), timeout=60)
+        np.testing.assert_array_equal(outputs_of(response)["cluster"], want["cluster"][:4])
+    finally:
+        running.stop(1)
