@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mixem_tf.augment import _luma, _resample_matrix, _separable
+from mixem_tf.augment import luma, resample_matrix, separable_resample
 
 __all__ = ["ClusteringModule", "OUTPUTS"]
 
@@ -51,7 +51,7 @@ def _to_channels(images, channels: int):
         rgb = tf.gather(images, index, axis=-1)                 # grey repeated, or R, G, B
         if channels == 3:
             return rgb
-        return tf.where(c >= 3, _luma(rgb), rgb[..., 0:1])
+        return tf.where(c >= 3, luma(rgb), rgb[..., 0:1])
 
     return tf.cond(tf.equal(c, channels), lambda: tf.identity(images), convert)
 
@@ -64,9 +64,9 @@ def _resize(images, size):
     def resample():
         # One [1, out, in] matrix per axis, broadcast over the batch.
         zero = tf.zeros([1], tf.float32)
-        rows = _resample_matrix(zero, zero + tf.cast(shape[1], tf.float32), size[0], shape[1])
-        cols = _resample_matrix(zero, zero + tf.cast(shape[2], tf.float32), size[1], shape[2])
-        return _separable(images, rows, cols)
+        rows = resample_matrix(zero, zero + tf.cast(shape[1], tf.float32), size[0], shape[1])
+        cols = resample_matrix(zero, zero + tf.cast(shape[2], tf.float32), size[1], shape[2])
+        return separable_resample(images, rows, cols)
 
     same = tf.logical_and(tf.equal(shape[1], size[0]), tf.equal(shape[2], size[1]))
     return tf.cond(same, lambda: tf.identity(images), resample)

@@ -60,6 +60,9 @@ __all__ = [
     "sample_crop_boxes",
     "resized_crop",
     "resize",
+    "resample_matrix",
+    "separable_resample",
+    "luma",
     "random_resized_crop",
     "random_flip",
     "adjust_brightness",
@@ -428,10 +431,10 @@ def _convert_channels(x, output_channels):
         return x
     if output_channels == 3:
         return ops.repeat(x, 3, axis=-1)
-    return _luma(x)
+    return luma(x)
 
 
-def _luma(x):
+def luma(x):
     """``[N, H, W, 1]`` luma of an RGB batch; a grey batch is returned as is."""
     if x.shape[-1] == 1:
         return x
@@ -442,7 +445,7 @@ def _luma(x):
 
 def _mean_luma(x):
     """``[N, 1, 1, 1]`` mean of the grayscale image, as the luma of the channel means."""
-    return _luma(ops.mean(x, axis=(1, 2), keepdims=True))
+    return luma(ops.mean(x, axis=(1, 2), keepdims=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,7 +503,7 @@ def sample_crop_boxes(batch_size, height: int, width: int, scale=(0.08, 1.0),
     return _crop_boxes_from_uniform(u, int(height), int(width), scale, ratio)
 
 
-def _resample_matrix(start, length, out_size, in_size, flip=None):
+def resample_matrix(start, length, out_size, in_size, flip=None):
     """Per-image ``[N, out, in]`` weights that crop ``[start, start + length)`` and resize it.
 
     PIL's ``BILINEAR`` resize of the cropped image (torchvision crops, then resizes): output
@@ -540,12 +543,12 @@ def resized_crop(images, boxes, size, flip=None):
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     if flip is not None:
         flip = ops.cast(ops.convert_to_tensor(flip), "bool")
-    rows = _resample_matrix(boxes[:, 0], boxes[:, 2], out_h, height)            # [N, h, H]
-    cols = _resample_matrix(boxes[:, 1], boxes[:, 3], out_w, width, flip)      # [N, w, W]
-    return _separable(images, rows, cols)
+    rows = resample_matrix(boxes[:, 0], boxes[:, 2], out_h, height)            # [N, h, H]
+    cols = resample_matrix(boxes[:, 1], boxes[:, 3], out_w, width, flip)      # [N, w, W]
+    return separable_resample(images, rows, cols)
 
 
-def _separable(images, rows, cols):
+def separable_resample(images, rows, cols):
     """``out[n] = rows[n] @ images[n] @ cols[n]ᵀ`` per channel: a separable linear filter.
 
     Channels move next to the batch so both products are plain batched matmuls (faster than
@@ -618,7 +621,7 @@ def adjust_saturation(images, factor):
     grey (1-channel) images, as in torchvision."""
     if images.shape[-1] == 1:
         return images
-    return _blend(images, _luma(images), _per_image(factor))
+    return _blend(images, luma(images), _per_image(factor))
 
 
 def _frac(t):
@@ -750,7 +753,7 @@ def _jitter_in_key_order(images, factors, keys, use):
                            (-1, 1, 1, 1, 3, len(blend_ops)))
         for t in range(len(blend_ops)):
             c = coef[..., t]
-            ref = c[..., 1] * _mean_luma(x) + c[..., 2] * _luma(x)      # one channel
+            ref = c[..., 1] * _mean_luma(x) + c[..., 2] * luma(x)      # one channel
             x = ops.clip(c[..., 0] * x + ref, 0.0, 1.0)
         return x
 
@@ -770,7 +773,7 @@ def to_grayscale(images, num_output_channels: Optional[int] = None):
     """torchvision ``rgb_to_grayscale``: luma 0.299 R + 0.587 G + 0.114 B, replicated to
     ``num_output_channels`` (default: the input's channel count). Grey input is unchanged."""
     c = num_output_channels or images.shape[-1]
-    luma = _luma(images)
+    luma = luma(images)
     return luma if c == 1 else ops.repeat(luma, c, axis=-1)
 
 
@@ -831,7 +834,7 @@ def gaussian_blur(images, sigma, kernel_size: int):
     rows = ops.einsum("nk,kyz->nyz", w, _reflect_taps(height, kernel_size))
     cols = rows if width == height else ops.einsum("nk,kyz->nyz", w,
                                                    _reflect_taps(width, kernel_size))
-    return _separable(images, rows, cols)
+    return separable_resample(images, rows, cols)
 
 
 def _reflect_taps(size, kernel_size):
