@@ -4,7 +4,8 @@ is a ratio.
 
     python -m bench.serving_load --requests 400 --json bench/results/serving_load.json
 
-The model is synthetic but shaped like an export: the project's ConvNet backbone
+`--model models/NAME/V` load-tests a real export; without it the model is synthetic but
+shaped like an export: the project's ConvNet backbone
 (`mixem_tf.backbones`, random weights) at 28×28×1, K = 10 fixed centroids, the export contract's
 `serving_default` signature (uint8 [N, H, W, C] → cluster, probabilities, distances,
 embedding). Cases: requests of 1 image (server batching off and on) and of 32 images. Each
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -165,8 +167,13 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="timed requests per case")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3, help="untimed requests per client")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="an exported version folder (models/NAME/V) instead of the "
+                             "synthetic model")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.model is not None and not (args.model / "saved_model.pb").is_file():
+        parser.error(f"--model {args.model} holds no saved_model.pb")
 
     cases = [("1", 1, []), ("1, server batching (max 32, 2 ms)", 1,
                             ["--enable_batching", "--max_batch_size=32",
@@ -174,7 +181,10 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "mixem"
-        path = write_synthetic_export(base)
+        if args.model is None:
+            path = write_synthetic_export(base)
+        else:
+            path = Path(shutil.copytree(args.model, base / "1"))
         rng = np.random.default_rng(0)
         for label, size, flags in cases:
             batch = rng.integers(0, 256, (size, 28, 28, 1), dtype=np.uint8)
