@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mixem_tf.augment import luma, resample_matrix, separable_resample
+from mixem_tf.augment import rgb_luma, resample_matrix, separable_resample
 
 __all__ = ["ClusteringModule", "OUTPUTS"]
 
@@ -51,7 +51,7 @@ def _to_channels(images, channels: int):
         rgb = tf.gather(images, index, axis=-1)                 # grey repeated, or R, G, B
         if channels == 3:
             return rgb
-        return tf.where(c >= 3, luma(rgb), rgb[..., 0:1])
+        return tf.where(c >= 3, rgb_luma(rgb), rgb[..., 0:1])
 
     return tf.cond(tf.equal(c, channels), lambda: tf.identity(images), convert)
 

@@ -62,7 +62,7 @@ __all__ = [
     "resize",
     "resample_matrix",
     "separable_resample",
-    "luma",
+    "rgb_luma",
     "random_resized_crop",
     "random_flip",
     "adjust_brightness",
@@ -431,10 +431,10 @@ def _convert_channels(x, output_channels):
         return x
     if output_channels == 3:
         return ops.repeat(x, 3, axis=-1)
-    return luma(x)
+    return rgb_luma(x)
 
 
-def luma(x):
+def rgb_luma(x):
     """``[N, H, W, 1]`` luma of an RGB batch; a grey batch is returned as is."""
     if x.shape[-1] == 1:
         return x
@@ -445,7 +445,7 @@ def luma(x):
 
 def _mean_luma(x):
     """``[N, 1, 1, 1]`` mean of the grayscale image, as the luma of the channel means."""
-    return luma(ops.mean(x, axis=(1, 2), keepdims=True))
+    return rgb_luma(ops.mean(x, axis=(1, 2), keepdims=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,7 +621,7 @@ def adjust_saturation(images, factor):
     grey (1-channel) images, as in torchvision."""
     if images.shape[-1] == 1:
         return images
-    return _blend(images, luma(images), _per_image(factor))
+    return _blend(images, rgb_luma(images), _per_image(factor))
 
 
 def _frac(t):
@@ -753,7 +753,7 @@ def _jitter_in_key_order(images, factors, keys, use):
                            (-1, 1, 1, 1, 3, len(blend_ops)))
         for t in range(len(blend_ops)):
             c = coef[..., t]
-            ref = c[..., 1] * _mean_luma(x) + c[..., 2] * luma(x)      # one channel
+            ref = c[..., 1] * _mean_luma(x) + c[..., 2] * rgb_luma(x)      # one channel
             x = ops.clip(c[..., 0] * x + ref, 0.0, 1.0)
         return x
 
@@ -773,7 +773,7 @@ def to_grayscale(images, num_output_channels: Optional[int] = None):
     """torchvision ``rgb_to_grayscale``: luma 0.299 R + 0.587 G + 0.114 B, replicated to
     ``num_output_channels`` (default: the input's channel count). Grey input is unchanged."""
     c = num_output_channels or images.shape[-1]
-    luma = luma(images)
+    luma = rgb_luma(images)
     return luma if c == 1 else ops.repeat(luma, c, axis=-1)
 
 
