@@ -22,7 +22,7 @@ from mixem_tf import checkpoints
 from mixem_tf.recipes import TrainConfig
 
 __all__ = ["CONFIG_FILE", "Readout", "load_evaluation", "load_readout", "load_run",
-           "load_run_config", "parse_readout"]
+           "load_run_config", "parse_readout", "readout_key"]
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -65,6 +65,12 @@ def load_run(run_dir, flag: str = "--run"):
     return model, config, saved
 
 
+def readout_key(row: dict, sep: str = "/") -> str:
+    """A read-out row's name: `FEATURE/l2|raw/CLUSTERING` (`--readout`); with `sep="_"`, its
+    array name in readout.npz."""
+    return sep.join((row["feature"], "l2" if row["normalize"] else "raw", row["clustering"]))
+
+
 @dataclass(frozen=True)
 class Readout:
     """One row of a run's read-out table, with its centroids.
@@ -87,7 +93,7 @@ class Readout:
     @property
     def key(self) -> str:
         """`FEATURE/l2|raw/CLUSTERING`, as `--readout` spells it."""
-        return f"{self.feature}/{'l2' if self.normalize else 'raw'}/{self.clustering}"
+        return readout_key(self.row)
 
 
 def parse_readout(text: str) -> tuple[str, bool, str]:
@@ -117,8 +123,7 @@ def load_readout(run_dir, choice: str | None = None) -> Readout:
     """
     run_dir = Path(run_dir)
     rows = load_metrics(run_dir)["readouts"]
-    keys = [f"{r['feature']}/{'l2' if r['normalize'] else 'raw'}/{r['clustering']}"
-            for r in rows]
+    keys = [readout_key(row) for row in rows]
     if choice is None:
         index = next((i for i, row in enumerate(rows) if row.get("default")), None)
         if index is None:
@@ -126,7 +131,8 @@ def load_readout(run_dir, choice: str | None = None) -> Readout:
                              f"with --readout (one of {', '.join(keys)})")
     else:
         feature, normalize, clustering = parse_readout(choice)
-        wanted = f"{feature}/{'l2' if normalize else 'raw'}/{clustering}"
+        wanted = readout_key({"feature": feature, "normalize": normalize,
+                              "clustering": clustering})
         if wanted not in keys:
             raise ValueError(f"--readout {choice}: the run has no such read-out; choose from "
                              f"{', '.join(keys)}")
@@ -137,7 +143,7 @@ def load_readout(run_dir, choice: str | None = None) -> Readout:
         path = run_dir / READOUT_FILE
         if not path.is_file():
             raise ValueError(f"{run_dir} has no {READOUT_FILE} (the read-outs' centroids)")
-        name = f"{row['feature']}_{'l2' if row['normalize'] else 'raw'}_{row['clustering']}"
+        name = readout_key(row, sep="_")
         with np.load(path) as archive:
             if name not in archive.files:
                 raise ValueError(f"{path} holds no centroids for read-out {keys[index]}")

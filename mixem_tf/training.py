@@ -31,7 +31,7 @@ from mixem_tf.cluster import readout_table
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.methods import METHODS, build_method
 from mixem_tf.recipes import TrainConfig
-from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config
+from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config, readout_key
 from mixem_tf.report import format_table
 from mixem_tf.schedules import ConstantThenCosine
 
@@ -330,8 +330,8 @@ def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None):
             "num_clusters": num_clusters, "readouts": table,
         })
         np.savez(Path(write_to) / "readout.npz", **{
-            f"{row['feature']}_{'l2' if row['normalize'] else 'raw'}_{row['clustering']}":
-                row["centroids"] for row in rows if row["centroids"] is not None})
+            readout_key(row, sep="_"): row["centroids"]
+            for row in rows if row["centroids"] is not None})
     return rows
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixem_tf.data.folder import read_image
 from trainers.cli import run
 
 
@@ -36,16 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch-size", type=int, default=32, help="images per request")
     add("--timeout", type=float, default=30.0, help="seconds per request (and to connect)")
     return parser
-
-
-def read_pixels(path: str) -> np.ndarray:
-    """uint8 [H, W, C] with C = 1 for grey images, 3 otherwise."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        image = image.convert("L" if image.mode in ("1", "L", "I;16", "I") else "RGB")
-        array = np.asarray(image, dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
 
 
 def read_bytes(path: str) -> bytes:
@@ -134,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     items = []
     for index, path in enumerate(args.images):
         try:
-            items.append((index, read_bytes(path) if args.bytes else read_pixels(path)))
+            items.append((index, read_bytes(path) if args.bytes else read_image(path)))
         except Exception as error:  # unreadable: report, send the others
             print(f"{path}: cannot read: {error}", file=sys.stderr)
             failures += 1

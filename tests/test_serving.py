@@ -1,5 +1,6 @@
 """The TF Serving-compatible server, called with the stock tensorflow_serving stubs."""
 
+import contextlib
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,16 @@ def start_server(base, *flags):
     args = server_cli.build_parser().parse_args(
         ["--port=0", "--model_name=mixem", f"--model_base_path={base}", *flags])
     return server_cli.start(args)
+
+
+@contextlib.contextmanager
+def serving(base, *flags):
+    """A running server on `base` and stubs for it; stopped on exit."""
+    running = start_server(base, *flags)
+    try:
+        yield running, Stubs(running.port)
+    finally:
+        running.stop(1)
 
 
 class Stubs:
@@ -212,9 +223,7 @@ def _wait_for(condition, seconds=60.0):
 
 def test_a_version_exported_while_serving_is_picked_up(tmp_path, saved_versions):
     base = make_base(tmp_path, saved_versions)
-    running = start_server(base, "--file_system_poll_wait_seconds=0.1")
-    try:
-        stubs = Stubs(running.port)
+    with serving(base, "--file_system_poll_wait_seconds=0.1") as (running, stubs):
         x = images(2)
         first = stubs.predict.Predict(predict_request({"images": x}), timeout=30)
         assert first.model_spec.version.value == 1
@@ -236,17 +245,13 @@ def test_a_version_exported_while_serving_is_picked_up(tmp_path, saved_versions)
                   stubs.model.GetModelStatus(status, timeout=30).model_version_status}
         assert states == {2: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
                           1: get_model_status_pb2.ModelVersionStatus.END}
-    finally:
-        running.stop(1)
 
 
 def test_in_flight_request_on_the_old_version_finishes(tmp_path, saved_versions):
     """A request in a slow batch holds version 1 while version 2 is swapped in."""
     base = make_base(tmp_path, saved_versions)
-    running = start_server(base, "--file_system_poll_wait_seconds=0", "--enable_batching",
-                           "--max_batch_size=64", "--batch_timeout_micros=4000000")
-    try:
-        stubs = Stubs(running.port)
+    with serving(base, "--file_system_poll_wait_seconds=0", "--enable_batching",
+                 "--max_batch_size=64", "--batch_timeout_micros=4000000") as (running, stubs):
         old = running.models.current
         pending = stubs.predict.Predict.future(predict_request({"images": images(1)}),
                                                timeout=30)
@@ -258,16 +263,12 @@ def test_in_flight_request_on_the_old_version_finishes(tmp_path, saved_versions)
         response = pending.result()
         assert response.model_spec.version.value == 1
         assert old.released.wait(10) and old.state == "END"
-    finally:
-        running.stop(1)
 
 
 def test_batching_merges_concurrent_requests_and_splits_their_rows(tmp_path, saved_versions):
     base = make_base(tmp_path, saved_versions)
-    running = start_server(base, "--file_system_poll_wait_seconds=0", "--enable_batching",
-                           "--max_batch_size=6", "--batch_timeout_micros=1000000")
-    try:
-        stubs = Stubs(running.port)
+    with serving(base, "--file_system_poll_wait_seconds=0", "--enable_batching",
+                 "--max_batch_size=6", "--batch_timeout_micros=1000000") as (running, stubs):
         loaded = running.models.current
         requests = [images(2, seed=i) for i in range(3)]  # 6 rows: one full batch
         odd = images(1, h=20, w=5, seed=9)  # another shape: its own call
@@ -281,16 +282,12 @@ def test_batching_merges_concurrent_requests_and_splits_their_rows(tmp_path, sav
             want = own_outputs(saved_versions[1], "serving_default", {"images": x})
             np.testing.assert_allclose(outputs_of(response)["embedding"], want["embedding"],
                                        rtol=1e-6, atol=1e-6)
-    finally:
-        running.stop(1)
 
 
 def test_a_corrupt_image_in_a_merged_batch_fails_only_its_request(tmp_path, saved_versions):
     base = make_base(tmp_path, saved_versions)
-    running = start_server(base, "--file_system_poll_wait_seconds=0", "--enable_batching",
-                           "--max_batch_size=3", "--batch_timeout_micros=1000000")
-    try:
-        stubs = Stubs(running.port)
+    with serving(base, "--file_system_poll_wait_seconds=0", "--enable_batching",
+                 "--max_batch_size=3", "--batch_timeout_micros=1000000") as (running, stubs):
         good = [np.array([png_bytes(images(1, seed=i)[0])], dtype=object) for i in range(2)]
         bad = np.array([b"garbage"], dtype=object)
         futures = [stubs.predict.Predict.future(
@@ -301,8 +298,6 @@ def test_a_corrupt_image_in_a_merged_batch_fails_only_its_request(tmp_path, save
         with pytest.raises(grpc.RpcError) as caught:
             futures[1].result()
         assert caught.value.code() == CODE.INVALID_ARGUMENT
-    finally:
-        running.stop(1)
 
 
 def test_a_real_export_is_served_with_the_models_own_results(exported_model, tmp_path):
@@ -313,9 +308,8 @@ def test_a_real_export_is_served_with_the_models_own_results(exported_model, tmp
     base = tmp_path / "models" / "mixem"
     shutil.copytree(exported_model, base / "1")
     digits = load_dataset("digits").images[:16]
-    running = start_server(base, "--file_system_poll_wait_seconds=0", "--enable_batching")
-    try:
-        stubs = Stubs(running.port)
+    with serving(base, "--file_system_poll_wait_seconds=0",
+                 "--enable_batching") as (running, stubs):
         response = stubs.predict.Predict(predict_request({"images": digits}), timeout=60)
         got, want = outputs_of(response), load_predictor(saved_model=exported_model)(digits)
         np.testing.assert_array_equal(got["cluster"], want["cluster"])
@@ -325,5 +319,3 @@ def test_a_real_export_is_served_with_the_models_own_results(exported_model, tmp
         response = stubs.predict.Predict(
             predict_request({"image_bytes": encoded}, signature="serving_bytes"), timeout=60)
         np.testing.assert_array_equal(outputs_of(response)["cluster"], want["cluster"][:4])
-    finally:
-        running.stop(1)
