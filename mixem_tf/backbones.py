@@ -8,7 +8,8 @@ Each backbone is a functional ``keras.Model`` mapping float32 images ``[N, H, W,
 * ``resnet34``: BasicBlock [3, 4, 6, 3], D = 512. MiCE's and method 3's backbone
   (METHODS.md §2.1, §3.1).
 * ``convnet``: four conv-BN-ReLU layers (32, 64, 128, 128 channels at the default width 32)
-  with 2x2 max-pools after the first two, D = 4 * width = 128 (256 at width 64). Made for fast
+  with 2x2 max-pools after the first two, D = 4 * width = 128 (256 at width 64); its convs are
+  ``PatchConv2D`` (computed as im2col under JAX on a CPU). Made for fast
   CPU runs on 28x28 (MNIST, Fashion-MNIST) and 8x8 (digits) inputs; 240,608 trainable
   parameters for one input channel (241,184 for RGB; 960,448 at width 64), about 15M
   multiply-adds per 28x28 image. Its 2x2 max-pools are skipped once the map is under 4 px,
@@ -36,6 +37,7 @@ from keras import ops
 
 __all__ = [
     "BasicBlock",
+    "PatchConv2D",
     "ResNetStem",
     "backbone_names",
     "build_backbone",
@@ -66,8 +68,8 @@ def _conv_initializer():
     )
 
 
-def _conv(filters, kernel_size, strides=1, padding="valid", name=None):
-    return keras.layers.Conv2D(
+def _conv(filters, kernel_size, strides=1, padding="valid", name=None, layer=keras.layers.Conv2D):
+    return layer(
         filters,
         kernel_size,
         strides=strides,
@@ -77,6 +79,38 @@ def _conv(filters, kernel_size, strides=1, padding="valid", name=None):
         kernel_initializer=_conv_initializer(),
         name=name,
     )
+
+
+@keras.saving.register_keras_serializable("mixem_tf")
+class PatchConv2D(keras.layers.Conv2D):
+    """Conv2D that, under JAX on a CPU, computes a stride-1 "same" convolution as one matrix
+    product over gathered patches (im2col).
+
+    Same weights and same function as Conv2D; only the computation differs. XLA's CPU
+    convolution is very slow on the ConvNet's small maps (a 3x3 conv on 2x2 maps: ~12x slower
+    than im2col, see docs/BENCHMARKS.md); TensorFlow's and GPU convolutions are used as they are.
+    """
+
+    def _use_patches(self):
+        if keras.backend.backend() != "jax":
+            return False
+        import jax
+
+        return (jax.default_backend() == "cpu" and self.padding == "same"
+                and tuple(self.strides) == (1, 1) and tuple(self.dilation_rate) == (1, 1)
+                and self.groups == 1 and self.data_format == "channels_last")
+
+    def convolution_op(self, inputs, kernel):
+        if not self._use_patches():
+            return super().convolution_op(inputs, kernel)
+        kh, kw, channels, filters = kernel.shape
+        height, width = inputs.shape[1], inputs.shape[2]
+        before_h, before_w = (kh - 1) // 2, (kw - 1) // 2
+        padded = ops.pad(inputs, [[0, 0], [before_h, kh - 1 - before_h],
+                                  [before_w, kw - 1 - before_w], [0, 0]])
+        patches = ops.concatenate([padded[:, i:i + height, j:j + width, :]
+                                   for i in range(kh) for j in range(kw)], axis=-1)
+        return ops.matmul(patches, ops.reshape(kernel, (kh * kw * channels, filters)))
 
 
 def _bn(momentum, epsilon, name=None):
@@ -301,7 +335,7 @@ def _build_convnet(inputs, width, bn_momentum, bn_epsilon):
     x, size = inputs, min(inputs.shape[1], inputs.shape[2])
     for index, (multiple, pool) in enumerate(((1, True), (2, True), (4, False), (4, False))):
         name = f"block{index + 1}"
-        x = _conv(width * multiple, 3, padding="same", name=f"{name}_conv")(x)
+        x = _conv(width * multiple, 3, padding="same", name=f"{name}_conv", layer=PatchConv2D)(x)
         x = _bn(bn_momentum, bn_epsilon, name=f"{name}_bn")(x)
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
         # Pool only while at least 2x2 would remain: 28 -> 14 -> 7, 8 -> 4 -> 2.

@@ -9,6 +9,7 @@ import pytest
 
 from mixem_tf.backbones import (
     BasicBlock,
+    PatchConv2D,
     ResNetStem,
     backbone_names,
     build_backbone,
@@ -371,3 +372,28 @@ def test_block_errors():
         BasicBlock(64, strides=2).build((None, 8, 8, 64))
     with pytest.raises(ValueError, match="Unknown stem"):
         ResNetStem("resnet")
+
+
+@pytest.mark.parametrize("size,channels,filters,kernel", [(2, 8, 6, 3), (5, 3, 4, 3), (6, 2, 3, 2)])
+def test_patch_conv_equals_conv2d(size, channels, filters, kernel):
+    """PatchConv2D (im2col under JAX on a CPU) computes Conv2D's "same" conv, values and grads."""
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(3, size, size, channels)).astype("float32")
+    weights = rng.normal(size=(kernel, kernel, channels, filters)).astype("float32")
+    layers = [cls(filters, kernel, padding="same", use_bias=False) for cls in
+              (keras.layers.Conv2D, PatchConv2D)]
+    for layer in layers:
+        layer.build(images.shape)
+        layer.kernel.assign(weights)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        assert layers[1]._use_patches() == (jax.default_backend() == "cpu")
+        grads = [jax.grad(lambda x, w, layer=layer: (layer.convolution_op(x, w) ** 3).sum(),
+                          argnums=(0, 1))(images, weights) for layer in layers]
+        for expected, got in zip(*grads):
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    else:
+        assert not layers[1]._use_patches()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layers[1](images)),
+                               keras.ops.convert_to_numpy(layers[0](images)), rtol=1e-5, atol=1e-5)
