@@ -52,7 +52,7 @@ def test_layout_assets_and_versions(exported_model, digits_run, tmp_path):
     card = json.loads((exported_model / "assets" / "model_card.json").read_text())
     assert card["method"] == "mixem" and card["dataset"] == "digits"
     assert card["training"]["epochs"] == 1 and "tensorflow" in card["versions"]["export"]
-    assert card["readout"]["key"] == "h/l2/kmeans"
+    assert card["readout"]["key"] == "z/l2/kmeans"  # MIX'EM's default read-out
     assert card["readout"]["temperature"] > 0 and "nmi" in card["metrics"] and card["created"]
     clusters = json.loads((exported_model / "assets" / "clusters.json").read_text())
     assert clusters["labels_available"] and len(clusters["clusters"]) == card["num_clusters"]

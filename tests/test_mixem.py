@@ -232,3 +232,18 @@ def test_start_epochs_must_be_known_terms_and_non_negative():
         MixEM(backbone, preset("mixem", "digits"), num_clusters=10, start_epochs={"pul": 1})
     with pytest.raises(ValueError, match="start epochs must be ints >= 0"):
         MixEM(backbone, preset("mixem", "digits"), num_clusters=10, start_epochs={"pull": -1})
+
+
+def test_small_recipes_weaken_pull_push_and_the_user_has_the_last_word():
+    from mixem_tf.methods.mixem import TERM_WEIGHTS
+    from mixem_tf.recipes import TrainConfig
+
+    small = TrainConfig(dataset="digits").resolved()
+    assert small.term_weights == {"pull": 0.01, "push": 0.005}
+    assert TERM_WEIGHTS["pull"] == 0.1 and TERM_WEIGHTS["push"] == 0.05  # official, unchanged
+    official = TrainConfig(dataset="fashion_mnist", term_weights={"pull": 0.1, "push": 0.05})
+    assert official.resolved().term_weights == {"pull": 0.1, "push": 0.05}
+    partial = TrainConfig(dataset="mnist", term_weights={"entropy": 1.0, "pull": 0.2})
+    assert partial.resolved().term_weights == {"entropy": 1.0, "pull": 0.2, "push": 0.005}
+    assert TrainConfig(dataset="stl10").resolved().term_weights == {}  # the paper's recipe
+    assert TrainConfig(dataset="digits", method="simclr").resolved().term_weights == {}
