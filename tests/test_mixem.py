@@ -198,14 +198,16 @@ def test_mixem_on_digits_uses_its_components_and_beats_pixel_kmeans(tmp_path):
     from mixem_tf.metrics import cluster_accuracy
 
     pixel_acc = cluster_accuracy(digits.labels, pixels.labels)
-    config = TrainConfig(dataset="digits", epochs=8, batch_size=256, readout_settings="sklearn",
+    # 16 epochs (112 steps): at 8 the learned read-outs were within 0.01-0.03 of pixels.
+    config = TrainConfig(dataset="digits", epochs=16, batch_size=256, readout_settings="sklearn",
                          extra={"hidden_dim": 128})
     result = train_run(config, tmp_path / "r", verbose=0)
     history = result.history
     assert history["components_used"][-1] >= 8
     assert history["largest_component"][-1] < 0.5
-    best = max(r["acc"] for r in result.readouts if r["clustering"].startswith("kmeans"))
-    assert best > pixel_acc + 0.02, (best, pixel_acc)
+    default = next(r for r in result.readouts if r["default"])
+    assert (default["feature"], default["normalize"]) == ("z", True)
+    assert default["acc"] > pixel_acc + 0.03, (default["acc"], pixel_acc)
 
 
 def test_start_epochs_switch_a_term_on_at_its_epoch(tmp_path):
