@@ -24,6 +24,7 @@ import numpy as np
 
 from mixem_tf import cluster
 from mixem_tf.data import load_protocol
+from mixem_tf.methods import METHODS
 from mixem_tf.recipes import TrainConfig
 from mixem_tf.report import format_table
 from mixem_tf.training import train_run
@@ -64,24 +65,64 @@ def _train(config, run_dir):
     return readouts, wall
 
 
+def _readout_name(row) -> str:
+    return f"{row['clustering']} {row['feature']} {'l2' if row['normalize'] else 'raw'}"
+
+
+def _default_name(method) -> str:
+    """The read-out the *current* code marks as the method's default (a reused run may have
+    been scored when another one was)."""
+    default = METHODS[method].default_readout
+    return _readout_name(default)
+
+
 def _runs(dataset, method, epochs, seeds, settings, runs_dir):
-    scores, walls = defaultdict(list), []
+    """{seed: {read-out name: {metric: value}}} and the wall seconds of each run."""
+    per_seed, walls = {}, []
     for seed in seeds:
         config = TrainConfig(dataset=dataset, method=method, epochs=epochs, seed=seed,
                              evaluate_on="all", train_on="whole", **settings).resolved()
         run_dir = Path(runs_dir) / f"{method}-s{seed}" if runs_dir else None
         readouts, wall = _train(config, run_dir)
         walls.append(wall)
-        for row in readouts:
-            key = (row["feature"], "l2" if row["normalize"] else "raw", row["clustering"],
-                   row["default"])
-            for metric in METRICS:
-                scores[key + (metric,)].append(row[metric])
-    return scores, walls
+        per_seed[seed] = {_readout_name(row): {m: row[m] for m in METRICS} for row in readouts}
+    return per_seed, walls
 
 
 def _mean_std(values):
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+
+
+def summary_rows(method, per_seed, walls) -> list[dict]:
+    """One row per read-out: mean ± std over the seeds; `*` marks the method's default."""
+    default = _default_name(method)
+    names = sorted({name for scores in per_seed.values() for name in scores})
+    return [{"method": method + (" *" if name == default else ""), "read-out": name,
+             **{m: _mean_std([scores[name][m] for scores in per_seed.values()])
+                for m in METRICS},
+             "wall s": f"{np.mean(walls):.0f}"} for name in names]
+
+
+def paired_rows(method, per_seed, baseline, baseline_per_seed) -> list[dict]:
+    """`method`'s default read-out minus each baseline read-out, seed by seed.
+
+    Each row: the mean ± std of the per-seed differences and on how many seeds the method
+    scored higher. Against every baseline read-out, not only its default, so a win over a
+    weaker read-out cannot pass for a win over the baseline's best.
+    """
+    seeds = sorted(set(per_seed) & set(baseline_per_seed))
+    mine = _default_name(method)
+    names = sorted({n for s in seeds for n in baseline_per_seed[s]})
+    rows = []
+    for name in names:
+        row = {"comparison": f"{method} {mine} - {baseline} {name}"
+                             + (" *" if name == _default_name(baseline) else "")}
+        for metric in METRICS:
+            diff = [per_seed[s][mine][metric] - baseline_per_seed[s][name][metric]
+                    for s in seeds]
+            row[metric] = f"{np.mean(diff):+.4f} ± {np.std(diff):.4f} ({sum(d > 0 for d in diff)}/{len(diff)})"
+        rows.append(row)
+    return rows
 
 
 def _pixel_row(dataset, seeds):
@@ -113,23 +154,26 @@ def main(argv=None):
     settings = dict(args.settings)
 
     rows = [] if args.no_pixels else [_pixel_row(args.dataset, args.seeds)]
+    results = {}
     for method in args.methods:
-        scores, walls = _runs(args.dataset, method, args.epochs, args.seeds, settings,
-                              args.runs_dir)
-        readouts = sorted({key[:4] for key in scores})
-        for feature, norm, clustering, default in readouts:
-            rows.append({"method": method + (" *" if default else ""),
-                         "read-out": f"{clustering} {feature} {norm}",
-                         **{m: _mean_std(scores[(feature, norm, clustering, default, m)])
-                            for m in METRICS},
-                         "wall s": f"{np.mean(walls):.0f}"})
+        per_seed, walls = _runs(args.dataset, method, args.epochs, args.seeds, settings,
+                                args.runs_dir)
+        results[method] = {"per_seed": per_seed, "wall_s": walls}
+        rows += summary_rows(method, per_seed, walls)
     print(f"{args.dataset}: {args.epochs} epochs, seeds {args.seeds}, settings {settings} "
           "(* = default read-out)")
     print(format_table(rows))
+    paired = []
+    if "mixem" in results and "simclr" in results:
+        paired = paired_rows("mixem", results["mixem"]["per_seed"],
+                             "simclr", results["simclr"]["per_seed"])
+        print("\nper-seed differences, mean ± std (seeds where MIX'EM is higher / seeds):")
+        print(format_table(paired))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"dataset": args.dataset, "epochs": args.epochs, "seeds": args.seeds,
-                       "settings": settings, "rows": rows}, handle, indent=2)
+                       "settings": settings, "rows": rows, "paired": paired,
+                       "runs": results}, handle, indent=2)
 
 
 if __name__ == "__main__":
