@@ -140,14 +140,19 @@ class ComponentMonitor(keras.callbacks.Callback):
     Assigns a fixed sample of training images to argmax π after every epoch, adds
     `largest_component` (share of the busiest component) and `components_used` to the logs
     (so they reach the progress bar, history.csv and TensorBoard), appends the whole occupancy
-    vector to `occupancy.jsonl`, and warns when one component holds more than `alarm` of them.
+    vector to `occupancy.jsonl`, and warns when one component holds more than `alarm` of them
+    for `patience` epochs in a row, or at the last epoch. (One epoch alone is not enough: after
+    the first few steps BatchNorm's moving statistics still differ from the batches', so the
+    clean images can all land in one component for an epoch while training is healthy.)
     """
 
-    def __init__(self, images, path=None, alarm: float = 0.5):
+    def __init__(self, images, path=None, alarm: float = 0.5, patience: int = 2):
         super().__init__()
         self.images = images
         self.path = Path(path) if path else None
         self.alarm = alarm
+        self.patience = patience
+        self._over = 0
 
     def on_epoch_end(self, epoch, logs=None):
         import json
@@ -164,7 +169,10 @@ class ComponentMonitor(keras.callbacks.Callback):
         if self.path is not None:
             with self.path.open("a") as handle:
                 handle.write(json.dumps({"epoch": epoch + 1, "occupancy": share.tolist()}) + "\n")
-        if share.max() > self.alarm:
+        self._over = self._over + 1 if share.max() > self.alarm else 0
+        last = epoch + 1 == (self.params or {}).get("epochs")
+        if self._over >= self.patience or (self._over and last):
             print(f"warning: epoch {epoch + 1}: component {int(share.argmax())} holds "
-                  f"{share.max():.0%} of the images; the mixture may be collapsing (raise the "
-                  "marginal-entropy weight or lower the learning rate)", file=sys.stderr)
+                  f"{share.max():.0%} of the images ({self._over} epoch(s) in a row); the "
+                  "mixture may be collapsing (raise the marginal-entropy weight or lower the "
+                  "learning rate)", file=sys.stderr)

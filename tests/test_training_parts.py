@@ -104,3 +104,40 @@ def test_epoch_batches_reject_bad_input():
         EpochBatches(np.zeros((4, 2, 2, 1), np.uint8), 5)
     with pytest.raises(ValueError, match="uint8"):
         EpochBatches(np.zeros((4, 2, 2, 1), np.float32), 2)
+
+
+class _FixedMixture:
+    """Stands in for a model: predict() returns the next π from a list, one per epoch."""
+
+    def __init__(self, pis):
+        self.pis = iter(pis)
+
+    def predict(self, images, batch_size, verbose):
+        return {"pi": next(self.pis)}
+
+
+def _pi(assignments, components=4):
+    return np.eye(components)[assignments]
+
+
+def test_component_monitor_logs_occupancy_and_warns_only_when_collapse_persists(tmp_path, capsys):
+    from mixem_tf.callbacks import ComponentMonitor
+
+    healthy, collapsed = _pi([0, 1, 2, 3, 0, 1, 2, 3]), _pi([2, 2, 2, 2, 2, 2, 0, 1])
+    epochs = [collapsed, healthy, collapsed, collapsed, healthy, collapsed]
+    monitor = ComponentMonitor(images=None, path=tmp_path / "occupancy.jsonl")
+    monitor.set_model(_FixedMixture(epochs))
+    monitor.set_params({"epochs": len(epochs)})
+    warned, logs_seen = [], []
+    for epoch in range(len(epochs)):
+        logs = {}
+        monitor.on_epoch_end(epoch, logs)
+        logs_seen.append(logs)
+        warned.append("warning: epoch" in capsys.readouterr().err)
+    # one collapsed epoch alone is quiet; two in a row warn; the last epoch always reports
+    assert warned == [False, False, False, True, False, True]
+    assert logs_seen[0] == {"largest_component": 0.75, "components_used": 3.0}
+    assert logs_seen[1] == {"largest_component": 0.25, "components_used": 4.0}
+    lines = [json.loads(line) for line in (tmp_path / "occupancy.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    assert lines[0]["occupancy"] == [0.125, 0.125, 0.75, 0.0]
