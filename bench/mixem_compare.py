@@ -72,8 +72,7 @@ def _readout_name(row) -> str:
 def _default_name(method) -> str:
     """The read-out the *current* code marks as the method's default (a reused run may have
     been scored when another one was)."""
-    default = METHODS[method].default_readout
-    return _readout_name(default)
+    return _readout_name(METHODS[method].default_readout)
 
 
 def _runs(dataset, method, epochs, seeds, settings, runs_dir):
@@ -111,16 +110,17 @@ def paired_rows(method, per_seed, baseline, baseline_per_seed) -> list[dict]:
     weaker read-out cannot pass for a win over the baseline's best.
     """
     seeds = sorted(set(per_seed) & set(baseline_per_seed))
-    mine = _default_name(method)
+    mine, baseline_default = _default_name(method), _default_name(baseline)
     names = sorted({n for s in seeds for n in baseline_per_seed[s]})
     rows = []
     for name in names:
         row = {"comparison": f"{method} {mine} - {baseline} {name}"
-                             + (" *" if name == _default_name(baseline) else "")}
+                             + (" *" if name == baseline_default else "")}
         for metric in METRICS:
             diff = [per_seed[s][mine][metric] - baseline_per_seed[s][name][metric]
                     for s in seeds]
-            row[metric] = f"{np.mean(diff):+.4f} ± {np.std(diff):.4f} ({sum(d > 0 for d in diff)}/{len(diff)})"
+            wins = sum(d > 0 for d in diff)
+            row[metric] = f"{np.mean(diff):+.4f} ± {np.std(diff):.4f} ({wins}/{len(diff)})"
         rows.append(row)
     return rows
 
