@@ -144,7 +144,8 @@ def main(argv=None):
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=["mixem", "simclr"])
+    parser.add_argument("--methods", nargs="+", default=["mixem", "simclr"],
+                        choices=sorted(METHODS))
     parser.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
                         help="KEY=VALUE: a TrainConfig field for both methods")
     parser.add_argument("--runs-dir", default=None, help="keep (and reuse) the runs here")
