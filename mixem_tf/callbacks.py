@@ -143,7 +143,8 @@ class ComponentMonitor(keras.callbacks.Callback):
     vector to `occupancy.jsonl`, and warns when one component holds more than `alarm` of them
     for `patience` epochs in a row, or at the last epoch. (One epoch alone is not enough: after
     the first few steps BatchNorm's moving statistics still differ from the batches', so the
-    clean images can all land in one component for an epoch while training is healthy.)
+    clean images can all land in one component for the first epoch or two of a short-epoch run
+    (digits: 7 steps per epoch) while training is healthy.)
     """
 
     def __init__(self, images, path=None, alarm: float = 0.5, patience: int = 2):
