@@ -6,7 +6,8 @@
 
 Both methods train `trainers.fit`'s recipe on the "whole" protocol and are scored on all
 images; every read-out is reported as mean ± std over the seeds, with wall time. `--set
-KEY=VALUE` changes a `TrainConfig` field for both methods (VALUE is JSON, else a string).
+KEY=VALUE` changes a `TrainConfig` field for both methods (VALUE is JSON, else a string),
+`--set METHOD:KEY=VALUE` for that method only (a MIX'EM variant then reuses SimCLR's runs).
 With `--runs-dir`, each (method, seed) run is kept there and a finished one is reused when the
 bench is run again with the same settings, so an interrupted bench loses at most one run.
 """
@@ -14,6 +15,7 @@ bench is run again with the same settings, so an interrupted bench loses at most
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -31,16 +33,30 @@ from mixem_tf.training import train_run
 from trainers.pixel_kmeans import pixel_kmeans
 
 METRICS = ("acc", "nmi", "ari")
+TRAIN_FIELDS = {field.name for field in dataclasses.fields(TrainConfig)}
 
 
 def _setting(text):
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"--set needs KEY=VALUE, got {text!r}")
+    """`[METHOD:]KEY=VALUE` as (method or None, key, value); VALUE is JSON, else a string."""
+    target, value_sep, value = text.partition("=")
+    if not value_sep:
+        raise argparse.ArgumentTypeError(f"--set needs [METHOD:]KEY=VALUE, got {text!r}")
+    method, method_sep, key = target.rpartition(":")
+    if method_sep and method not in METHODS:
+        raise argparse.ArgumentTypeError(
+            f"--set {text!r}: unknown method {method!r} (known: {', '.join(sorted(METHODS))})")
+    if key not in TRAIN_FIELDS:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: {key!r} is not a TrainConfig field")
     try:
-        return key, json.loads(value)
+        value = json.loads(value)
     except json.JSONDecodeError:
-        return key, value
+        pass
+    return method or None, key, value
+
+
+def settings_for(method, settings) -> dict:
+    """The `--set` settings that apply to `method`: the unscoped ones and its own."""
+    return {key: value for scope, key, value in settings if scope in (None, method)}
 
 
 def _train(config, run_dir):
@@ -147,18 +163,18 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", default=["mixem", "simclr"],
                         choices=sorted(METHODS))
     parser.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
-                        help="KEY=VALUE: a TrainConfig field for both methods")
+                        help="[METHOD:]KEY=VALUE: a TrainConfig field for both methods, or one")
     parser.add_argument("--runs-dir", default=None, help="keep (and reuse) the runs here")
     parser.add_argument("--no-pixels", action="store_true", help="skip the pixel baseline")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    settings = dict(args.settings)
 
+    settings = {method: settings_for(method, args.settings) for method in args.methods}
     rows = [] if args.no_pixels else [_pixel_row(args.dataset, args.seeds)]
     results = {}
     for method in args.methods:
-        per_seed, walls = _runs(args.dataset, method, args.epochs, args.seeds, settings,
-                                args.runs_dir)
+        per_seed, walls = _runs(args.dataset, method, args.epochs, args.seeds,
+                                settings[method], args.runs_dir)
         results[method] = {"per_seed": per_seed, "wall_s": walls}
         rows += summary_rows(method, per_seed, walls)
     print(f"{args.dataset}: {args.epochs} epochs, seeds {args.seeds}, settings {settings} "

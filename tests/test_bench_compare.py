@@ -42,3 +42,28 @@ def test_paired_differences_use_shared_seeds_and_count_wins(runs):
     against_h = rows["mixem kmeans z l2 - simclr kmeans h l2 *"]
     assert against_h["acc"] == "+0.0400 ± 0.0100 (2/2)"  # differences +0.05 and +0.03
     assert against_h["nmi"] == against_h["acc"]
+
+
+def test_settings_can_be_scoped_to_one_method():
+    from bench.mixem_compare import _setting, settings_for
+
+    given = [_setting("image_size=16"), _setting("mixem:num_components=20"),
+             _setting("simclr:projection_dim=64"), _setting("dataset=fashion_mnist")]
+    assert given[1] == ("mixem", "num_components", 20)  # JSON value
+    assert given[3] == (None, "dataset", "fashion_mnist")  # not JSON: kept as text
+    assert settings_for("mixem", given) == {"image_size": 16, "num_components": 20,
+                                            "dataset": "fashion_mnist"}
+    assert settings_for("simclr", given) == {"image_size": 16, "projection_dim": 64,
+                                             "dataset": "fashion_mnist"}
+
+
+@pytest.mark.parametrize("text, problem", [("image_size", "KEY=VALUE"),
+                                           ("nosuch=1", "not a TrainConfig field"),
+                                           ("mice:epochs=3", "unknown method 'mice'")])
+def test_bad_settings_are_named(text, problem):
+    import argparse
+
+    from bench.mixem_compare import _setting
+
+    with pytest.raises(argparse.ArgumentTypeError, match=problem):
+        _setting(text)
