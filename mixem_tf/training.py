@@ -85,6 +85,20 @@ def _check_new_run_dir(out_dir: Path, overwrite: bool) -> None:
     _check_writable(out_dir)
 
 
+def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
+    """Creates `out_dir`, or with `overwrite` empties it. A link to a folder elsewhere (a run
+    kept on another disk) stays a link: its target is emptied or created, never the link
+    removed."""
+    target = out_dir.resolve()
+    if overwrite and target.is_dir():
+        for entry in target.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    target.mkdir(parents=True, exist_ok=True)
+
+
 def load_backbone(model, run_dir) -> None:
     """Starts `model`'s backbone from the latest checkpoint of another run (`--init-from`).
 
@@ -256,9 +270,7 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     _check_batch_split(config, strategy)
 
     if not resume:
-        if out_dir.exists() and overwrite:
-            shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(out_dir, overwrite)
         checkpoints.write_json_atomic(out_dir / CONFIG_FILE, {
             "settings": config.to_dict(), "num_clusters": num_clusters,
             "input_shape": list(train.image_shape), "backend": keras.backend.backend(),

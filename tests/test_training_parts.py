@@ -141,3 +141,31 @@ def test_component_monitor_logs_occupancy_and_warns_only_when_collapse_persists(
     lines = [json.loads(line) for line in (tmp_path / "occupancy.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]
     assert lines[0]["occupancy"] == [0.125, 0.125, 0.75, 0.0]
+
+
+def test_run_dir_behind_a_link_is_emptied_or_created_through_the_link(tmp_path):
+    from mixem_tf.training import prepare_run_dir
+
+    disk = tmp_path / "disk"
+    (disk / "old" / "checkpoints").mkdir(parents=True)
+    (disk / "old" / "config.json").write_text("{}")
+    kept = tmp_path / "kept.txt"
+    kept.write_text("not the run's")
+    (disk / "old" / "notes").symlink_to(kept)   # a link inside the run: removed, not followed
+    run = tmp_path / "runs" / "old"
+    run.parent.mkdir()
+    run.symlink_to(disk / "old")
+    prepare_run_dir(run, overwrite=True)
+    assert run.is_symlink() and list(run.iterdir()) == []
+    assert kept.read_text() == "not the run's"
+
+    dangling = tmp_path / "runs" / "new"
+    dangling.symlink_to(disk / "new")
+    prepare_run_dir(dangling, overwrite=False)
+    assert dangling.is_symlink() and (disk / "new").is_dir()
+
+    plain = tmp_path / "runs" / "plain"
+    prepare_run_dir(plain, overwrite=False)
+    (plain / "history.csv").write_text("epoch\n")
+    prepare_run_dir(plain, overwrite=False)        # without overwrite nothing is removed
+    assert (plain / "history.csv").is_file()
