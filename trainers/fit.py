@@ -60,7 +60,9 @@ def parse_args(argv):
     parser.add_argument("--config", type=Path, help="JSON file of settings")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/DATASET-METHOD)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (its contents; a --out that is a link to another disk stays a link)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (its contents: a --out that is a link "
+                             "to another disk stays a link)")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic TensorFlow ops (slower; for exact reproduction)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
