@@ -7,7 +7,9 @@
 Both methods train `trainers.fit`'s recipe on the "whole" protocol and are scored on all
 images; every read-out is reported as mean ± std over the seeds, with wall time. `--set
 KEY=VALUE` changes a `TrainConfig` field for both methods (VALUE is JSON, else a string),
-`--set METHOD:KEY=VALUE` for that method only (a MIX'EM variant then reuses SimCLR's runs).
+`--set METHOD:KEY=VALUE` for that method only (a MIX'EM variant then reuses SimCLR's runs);
+`{seed}` in a text VALUE becomes each run's seed (`--set
+mixem:init_from=bench/results/simclr10-runs/simclr-s{seed}` starts every seed from its own run).
 With `--runs-dir`, each (method, seed) run is kept there and a finished one is reused when the
 bench is run again with the same settings, so an interrupted bench loses at most one run.
 """
@@ -59,6 +61,12 @@ def settings_for(method, settings) -> dict:
     return {key: value for scope, key, value in settings if scope in (None, method)}
 
 
+def for_seed(settings: dict, seed: int) -> dict:
+    """`settings` with `{seed}` in every text value replaced by `seed`."""
+    return {key: value.replace("{seed}", str(seed)) if isinstance(value, str) else value
+            for key, value in settings.items()}
+
+
 def _train(config, run_dir):
     """(read-out rows, wall seconds) of one run, reusing a finished identical run in run_dir."""
     record = run_dir / "bench.json" if run_dir else None
@@ -96,7 +104,8 @@ def _runs(dataset, method, epochs, seeds, settings, runs_dir):
     per_seed, walls = {}, []
     for seed in seeds:
         config = TrainConfig(dataset=dataset, method=method, epochs=epochs, seed=seed,
-                             evaluate_on="all", train_on="whole", **settings).resolved()
+                             evaluate_on="all", train_on="whole",
+                             **for_seed(settings, seed)).resolved()
         run_dir = Path(runs_dir) / f"{method}-s{seed}" if runs_dir else None
         readouts, wall = _train(config, run_dir)
         walls.append(wall)
@@ -163,7 +172,8 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", default=["mixem", "simclr"],
                         choices=sorted(METHODS))
     parser.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
-                        help="[METHOD:]KEY=VALUE: a TrainConfig field for both methods, or one")
+                        help="[METHOD:]KEY=VALUE: a TrainConfig field for both methods, or one; "
+                             "{seed} in VALUE becomes each run's seed")
     parser.add_argument("--runs-dir", default=None, help="keep (and reuse) the runs here")
     parser.add_argument("--no-pixels", action="store_true", help="skip the pixel baseline")
     parser.add_argument("--json", default=None)

@@ -67,3 +67,12 @@ def test_bad_settings_are_named(text, problem):
 
     with pytest.raises(argparse.ArgumentTypeError, match=problem):
         _setting(text)
+
+
+def test_seed_placeholder_is_filled_per_run():
+    from bench.mixem_compare import for_seed
+
+    settings = {"init_from": "runs/simclr-s{seed}", "epochs": 3, "term_weights": {"pull": 0}}
+    assert for_seed(settings, 4) == {"init_from": "runs/simclr-s4", "epochs": 3,
+                                     "term_weights": {"pull": 0}}
+    assert settings["init_from"] == "runs/simclr-s{seed}"  # the shared settings are untouched
