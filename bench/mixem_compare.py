@@ -31,7 +31,7 @@ from mixem_tf.data import load_protocol
 from mixem_tf.methods import METHODS
 from mixem_tf.recipes import TrainConfig
 from mixem_tf.report import format_table
-from mixem_tf.training import train_run
+from mixem_tf.training import check_init_from, train_run
 from trainers.pixel_kmeans import pixel_kmeans
 
 METRICS = ("acc", "nmi", "ari")
@@ -99,13 +99,23 @@ def _default_name(method) -> str:
     return _readout_name(METHODS[method].default_readout)
 
 
-def _runs(dataset, method, epochs, seeds, settings, runs_dir):
-    """{seed: {read-out name: {metric: value}}} and the wall seconds of each run."""
-    per_seed, walls = {}, []
+def run_configs(dataset, method, epochs, seeds, settings) -> dict:
+    """{seed: resolved TrainConfig}; ValueError names a bad setting or `init_from` run."""
+    configs = {}
     for seed in seeds:
         config = TrainConfig(dataset=dataset, method=method, epochs=epochs, seed=seed,
                              evaluate_on="all", train_on="whole",
                              **for_seed(settings, seed)).resolved()
+        if config.init_from:
+            check_init_from(config.init_from)
+        configs[seed] = config
+    return configs
+
+
+def _runs(method, configs, runs_dir):
+    """{seed: {read-out name: {metric: value}}} and the wall seconds of each run."""
+    per_seed, walls = {}, []
+    for seed, config in configs.items():
         run_dir = Path(runs_dir) / f"{method}-s{seed}" if runs_dir else None
         readouts, wall = _train(config, run_dir)
         walls.append(wall)
@@ -180,11 +190,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     settings = {method: settings_for(method, args.settings) for method in args.methods}
+    try:  # every run's settings are checked before the first one starts
+        configs = {method: run_configs(args.dataset, method, args.epochs, args.seeds,
+                                       settings[method]) for method in args.methods}
+    except ValueError as error:
+        parser.error(str(error))
     rows = [] if args.no_pixels else [_pixel_row(args.dataset, args.seeds)]
     results = {}
     for method in args.methods:
-        per_seed, walls = _runs(args.dataset, method, args.epochs, args.seeds,
-                                settings[method], args.runs_dir)
+        per_seed, walls = _runs(method, configs[method], args.runs_dir)
         results[method] = {"per_seed": per_seed, "wall_s": walls}
         rows += summary_rows(method, per_seed, walls)
     print(f"{args.dataset}: {args.epochs} epochs, seeds {args.seeds}, settings {settings} "

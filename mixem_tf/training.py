@@ -225,6 +225,13 @@ def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, 
     return callbacks, guard, throughput
 
 
+def check_init_from(run_dir) -> None:
+    """Raise ValueError unless `run_dir` is a run with a checkpoint to start a backbone from."""
+    load_run_config(Path(run_dir), flag="--init-from")
+    if checkpoints.latest_checkpoint(Path(run_dir) / "checkpoints") is None:
+        raise ValueError(f"--init-from: {run_dir} has no checkpoint to start from")
+
+
 def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
               epochs: int | None = None, verbose: int = 1, deterministic: bool = False) -> RunResult:
     """Trains (or resumes) one run and evaluates its read-outs; see the module docstring.
@@ -250,10 +257,7 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         config = config.resolved()
         _check_new_run_dir(out_dir, overwrite)
         if config.init_from:
-            load_run_config(Path(config.init_from), flag="--init-from")
-            if checkpoints.latest_checkpoint(Path(config.init_from) / "checkpoints") is None:
-                raise ValueError(f"--init-from: {config.init_from} has no checkpoint to start "
-                                 "from")
+            check_init_from(config.init_from)
 
     strategy = _Strategy(config.strategy)
     train, evaluation = load_protocol(

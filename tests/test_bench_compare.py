@@ -76,3 +76,15 @@ def test_seed_placeholder_is_filled_per_run():
     assert for_seed(settings, 4) == {"init_from": "runs/simclr-s4", "epochs": 3,
                                      "term_weights": {"pull": 0}}
     assert settings["init_from"] == "runs/simclr-s{seed}"  # the shared settings are untouched
+
+
+def test_a_missing_init_from_run_is_named_before_anything_runs(tmp_path, capsys):
+    from bench.mixem_compare import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--dataset", "digits", "--epochs", "1", "--seeds", "0", "1", "--methods", "mixem",
+              "--set", f"mixem:init_from={tmp_path}/simclr-s{{seed}}",
+              "--runs-dir", str(tmp_path / "runs")])
+    assert stop.value.code == 2
+    assert f"--init-from: {tmp_path}/simclr-s0 holds no run" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing was trained

@@ -169,3 +169,13 @@ def test_run_dir_behind_a_link_is_emptied_or_created_through_the_link(tmp_path):
     (plain / "history.csv").write_text("epoch\n")
     prepare_run_dir(plain, overwrite=False)        # without overwrite nothing is removed
     assert (plain / "history.csv").is_file()
+
+
+def test_init_from_needs_a_run_with_a_checkpoint(tmp_path):
+    from mixem_tf.training import check_init_from
+
+    with pytest.raises(ValueError, match="holds no run"):
+        check_init_from(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"settings": {}}))
+    with pytest.raises(ValueError, match="--init-from: .* has no checkpoint to start from"):
+        check_init_from(tmp_path)  # a run stopped before its first epoch ended
