@@ -9,7 +9,7 @@ images; every read-out is reported as mean ± std over the seeds, with wall time
 KEY=VALUE` changes a `TrainConfig` field for both methods (VALUE is JSON, else a string),
 `--set METHOD:KEY=VALUE` for that method only (a MIX'EM variant then reuses SimCLR's runs);
 `{seed}` in a text VALUE becomes each run's seed (`--set
-mixem:init_from=bench/results/simclr10-runs/simclr-s{seed}` starts every seed from its own run).
+mixem:init_from=bench/results/digits100-runs/simclr-s{seed}` starts every seed from its own run).
 With `--runs-dir`, each (method, seed) run is kept there and a finished one is reused when the
 bench is run again with the same settings, so an interrupted bench loses at most one run.
 """

@@ -122,7 +122,26 @@ class TrainConfig:
         config.validate()
         return config
 
+    INTEGERS = ("epochs", "batch_size", "image_size", "backbone_width", "clusters",
+                "constant_epochs", "projection_dim", "num_components", "embedding_dim", "seed")
+    NUMBERS = ("lr", "momentum", "weight_decay", "temperature")
+    DICTS = ("term_weights", "start_epochs", "extra")
+
+    def _check_types(self) -> None:
+        """ValueError naming a setting of the wrong type (e.g. text from a --config file)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        kinds = {**{n: ((int,), "an integer") for n in self.INTEGERS},
+                 **{n: ((int, float), "a number") for n in self.NUMBERS},
+                 **{n: ((dict,), "a JSON object") for n in self.DICTS}}
+        for name, (types, wanted) in kinds.items():
+            value = getattr(self, name)
+            if value is None and defaults[name] is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, types):
+                raise ValueError(f"{name} must be {wanted}, got {value!r}")
+
     def validate(self) -> None:
+        self._check_types()
         for name, choices in self.CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {[c for c in choices if c]}, "

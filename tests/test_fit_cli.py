@@ -125,6 +125,17 @@ def test_bad_arguments_exit_with_one_line_and_touch_nothing(tmp_path, args, reas
     assert not out.exists()
 
 
+def test_a_config_file_value_of_the_wrong_type_is_named(tmp_path):
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"image_size": "28px"}))
+    out = tmp_path / "run"
+    process = _fit("--dataset", "digits", "--config", str(settings), "--out", str(out),
+                   check=False)
+    assert process.returncode == 2 and "Traceback" not in process.stderr, process.stderr
+    assert "image_size must be an integer, got '28px'" in process.stderr
+    assert not out.exists()
+
+
 def test_existing_out_needs_overwrite_and_is_left_alone(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -179,3 +180,25 @@ def test_init_from_needs_a_run_with_a_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"settings": {}}))
     with pytest.raises(ValueError, match="--init-from: .* has no checkpoint to start from"):
         check_init_from(tmp_path)  # a run stopped before its first epoch ended
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"image_size": "abc"}, "image_size must be an integer, got 'abc'"),
+    ({"epochs": 2.5}, "epochs must be an integer, got 2.5"),
+    ({"seed": True}, "seed must be an integer, got True"),
+    ({"lr": "fast"}, "lr must be a number, got 'fast'"),
+    ({"temperature": None}, "temperature must be a number, got None"),
+    ({"method": "simclr", "term_weights": [1]}, "term_weights must be a JSON object"),
+])
+def test_settings_of_the_wrong_type_are_named(settings, problem):
+    from mixem_tf.recipes import TrainConfig
+
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        TrainConfig(**{"dataset": "digits", **settings}).resolved()
+
+
+def test_settings_of_the_right_type_pass():
+    from mixem_tf.recipes import TrainConfig
+
+    config = TrainConfig(dataset="digits", lr=1, clusters=None, extra={"note": "x"}).resolved()
+    assert config.lr == 1 and config.image_size == 8  # an int lr is a number; recipe fills None
