@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.cli import run
+from mixem_tf.cli import run
 
 __all__ = ["ConversionError", "ParityError", "check_parity", "convert_saved_model",
            "export_onnx", "parity_images"]

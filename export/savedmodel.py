@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from trainers.cli import run
+from mixem_tf.cli import run
 
 __all__ = ["MetricGate", "export_run", "next_version"]
 
@@ -97,7 +97,7 @@ def _clusters_table(assignments, labels, num_clusters, class_names) -> dict:
 
 
 def _model_card(run_dir, saved, config, readout, metrics, module, checkpoint) -> dict:
-    from mixem_tf.training import library_versions
+    from mixem_tf.versions import library_versions
 
     return {
         "method": config.method, "dataset": config.dataset,

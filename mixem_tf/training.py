@@ -34,8 +34,9 @@ from mixem_tf.recipes import TrainConfig
 from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config, readout_key
 from mixem_tf.report import format_table
 from mixem_tf.schedules import ConstantThenCosine
+from mixem_tf.versions import library_versions
 
-__all__ = ["RunResult", "evaluate_run", "library_versions", "make_optimizer", "readout_report",
+__all__ = ["RunResult", "evaluate_run", "make_optimizer", "readout_report",
            "train_run"]
 
 
@@ -53,19 +54,6 @@ class RunResult:
     @property
     def default_readout(self) -> dict:
         return next(row for row in self.readouts if row["default"])
-
-
-def library_versions() -> dict:
-    """Versions of the libraries a run depends on (TensorFlow only if installed)."""
-    import importlib.metadata as metadata
-
-    versions = {"python": sys.version.split()[0]}
-    for package in ("keras", "numpy", "scipy", "scikit-learn", "tensorflow", "jax", "mixem-tf"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
 
 
 def _check_writable(out_dir: Path) -> None:

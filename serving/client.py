@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mixem_tf.data.folder import read_image
-from trainers.cli import run
+from mixem_tf.cli import run
 
 
 def build_parser() -> argparse.ArgumentParser:

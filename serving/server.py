@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from trainers.cli import run
+from mixem_tf.cli import run
 
 log = logging.getLogger("serving")
 

@@ -54,7 +54,7 @@ import tensorflow as tf
 
 from mixem_tf import checkpoints, training
 from mixem_tf.methods import ClusteringMethod
-from trainers.cli import run
+from mixem_tf.cli import run
 from trainers.fit import main
 
 _compute_loss = ClusteringMethod.compute_loss

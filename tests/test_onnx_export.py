@@ -13,7 +13,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 
 from export import onnx as onnx_export  # noqa: E402
-from trainers.cli import run as run_cli  # noqa: E402
+from mixem_tf.cli import run as run_cli  # noqa: E402
 
 
 @pytest.mark.slow

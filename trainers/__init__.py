@@ -1,11 +1,5 @@
-"""Command-line entry points (`python -m trainers.<name>`).
+"""Command-line entry points (`python -m trainers.<name>`)."""
 
-TensorFlow's C++ INFO and WARNING lines are hidden unless TF_CPP_MIN_LOG_LEVEL is set.
-"""
+from mixem_tf.cli import quiet_native_logs
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# scikit-learn's OpenMP threads sleep instead of spinning while waiting: K-means read-outs run
-# up to 30x faster on a machine that is busy with anything else (TensorFlow's threads included).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+quiet_native_logs()

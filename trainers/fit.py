@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from mixem_tf.recipes import TrainConfig
-from trainers.cli import run
+from mixem_tf.cli import run
 
 FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the same name
     "dataset": (str, "stl10, cifar10, cifar100_20, mnist, fashion_mnist, digits or folder:PATH"),

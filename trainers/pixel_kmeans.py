@@ -22,7 +22,7 @@ from mixem_tf import cluster
 from mixem_tf.data import load_protocol
 from mixem_tf.metrics import evaluate_clustering
 from mixem_tf.report import format_table
-from trainers.cli import run
+from mixem_tf.cli import run
 
 SETTINGS = {"sklearn": cluster.SKLEARN, "official": cluster.OFFICIAL}
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.cli import run
+from mixem_tf.cli import run
 
 FIELDS = ("path", "cluster", "probability", "error")
 
