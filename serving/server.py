@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mixem_tf.cli import run
+from serving.limits import DEFAULT_MAX_IMAGE_PIXELS, Limits
 
 log = logging.getLogger("serving")
 
@@ -65,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max_images_per_request", type=positive(int), default=1024,
         help="rows in one request; more: RESOURCE_EXHAUSTED")
     add("--max_request_bytes", type=positive(int), default=64 << 20,
-        help="largest request message; larger: RESOURCE_EXHAUSTED (gRPC's own check)")
+        help="largest request message (gRPC's own check), REST body, and decoded input "
+             "tensor; larger: RESOURCE_EXHAUSTED")
+    add("--max_image_pixels", type=positive(int), default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="largest image (height x width, read from the header of an encoded one); "
+             "larger: RESOURCE_EXHAUSTED")
     add("--grpc_max_threads", type=positive(int), default=16, help="concurrent RPCs")
     add("--shutdown_grace_seconds", type=non_negative(float), default=10.0,
         help="how long in-flight requests may take to finish at shutdown")
@@ -110,7 +115,8 @@ def start(args: argparse.Namespace) -> RunningServer:
     if args.enable_batching:
         batcher = Batcher(args.max_batch_size, args.batch_timeout_micros / 1e6,
                           num_threads=args.num_batch_threads)
-    options = ServingOptions(args.max_images_per_request, args.max_request_bytes, batcher)
+    limits = Limits(args.max_images_per_request, args.max_request_bytes, args.max_image_pixels)
+    options = ServingOptions(limits, batcher)
     servicers = Servicers(models, options)
     server = grpc.server(
         ThreadPoolExecutor(args.grpc_max_threads, thread_name_prefix="grpc"),

@@ -1,16 +1,18 @@
 """The gRPC servicers of TF Serving's API: PredictionService (Predict, GetModelMetadata) and
 ModelService (GetModelStatus), with request validation and gRPC status mapping.
 
-Every request is checked before the graph runs: model name and version (NOT_FOUND), signature,
-input names, dtypes, ranks and fixed dimensions, output_filter (INVALID_ARGUMENT), the number
-of rows (RESOURCE_EXHAUSTED). A run-time ``tf.errors.InvalidArgumentError`` (e.g. corrupt image
+Every request is checked before the graph runs, and before its tensors are read
+(serving/limits.py): model spec (INVALID_ARGUMENT, NOT_FOUND), signature (FAILED_PRECONDITION),
+input names, dtypes, shapes, output_filter (INVALID_ARGUMENT), rows, bytes and image pixels
+(RESOURCE_EXHAUSTED); statuses and messages follow TF Serving's (the source file is named where
+a check is). A run-time ``tf.errors.InvalidArgumentError`` (e.g. corrupt image
 bytes) becomes INVALID_ARGUMENT, anything else INTERNAL; the server keeps serving either way.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -22,6 +24,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving.errors import ServingError
+from serving.limits import Limits, check_tensor
 from serving.models import ModelVersions, VersionNotFound
 
 log = logging.getLogger("serving")
@@ -29,20 +33,11 @@ log = logging.getLogger("serving")
 DEFAULT_SIGNATURE = "serving_default"
 
 
-class ServingError(Exception):
-    """A request error with the gRPC status code it is answered with."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code = code
-
-
 @dataclass
 class ServingOptions:
     """Limits and batching of the servicers (the server's flags)."""
 
-    max_batch_rows: int = 1024  # rows (images) per request; more: RESOURCE_EXHAUSTED
-    max_elements: int = 64 << 20  # per input (a proto's single repeated value can claim 1e12)
+    limits: Limits = field(default_factory=Limits)
     batcher: object | None = None  # serving.batching.Batcher, or None to run each request alone
 
 
@@ -58,9 +53,9 @@ def _shape_text(shape_proto) -> str:
     return "[" + ", ".join("None" if d.size < 0 else str(d.size) for d in shape_proto.dim) + "]"
 
 
-def check_inputs(signature_name: str, signature_def, tensors,
-                 max_elements: int) -> dict:
-    """Checks request tensors against the SignatureDef; returns {name: numpy array}."""
+def check_inputs(signature_name: str, signature_def, tensors, limits: Limits) -> dict:
+    """Checks request tensors against the SignatureDef and `limits` from their headers alone,
+    then (and only then) reads them; returns {name: numpy array}."""
     import tensorflow as tf
 
     expected = signature_def.inputs
@@ -70,7 +65,6 @@ def check_inputs(signature_name: str, signature_def, tensors,
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"signature {signature_name!r} takes inputs {sorted(expected)}; "
                            f"missing {missing}, unexpected {extra}")
-    arrays = {}
     for name, info in expected.items():
         tensor = tensors[name]
         if tensor.dtype != info.dtype:
@@ -85,16 +79,30 @@ def check_inputs(signature_name: str, signature_def, tensors,
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                    f"input {name!r} must have shape {shape} (rank {len(want)}), "
                                    f"got {dims} (rank {len(dims)})")
-        if np.prod(dims, dtype=np.float64) > max_elements:
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"input {name!r} of shape {dims} has more than "
-                               f"{max_elements} elements")
+        check_tensor(name, tensor, limits)
+    arrays = {}
+    for name in expected:
         try:
-            arrays[name] = tf.make_ndarray(tensor)
+            arrays[name] = tf.make_ndarray(tensors[name])
         except Exception as error:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"input {name!r} is not a valid TensorProto: {error}") from None
+                               f"tensor parsing error: {name}: {error}") from None
     return arrays
+
+
+def check_output_filter(output_filter, signature_def) -> None:
+    """INVALID_ARGUMENT for an unknown or repeated output name (TF Serving's predict_util.cc)."""
+    seen = set()
+    for alias in output_filter:
+        if alias not in signature_def.outputs:
+            names = ",".join(sorted(signature_def.outputs))
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"output tensor alias not found in signature: {alias} Outputs "
+                               f"expected to be in the set {{{names}}}.")
+        if alias in seen:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
 
 
 def runtime_message(error) -> str:
@@ -130,15 +138,20 @@ class Servicers:
 
     # -- shared checks ----------------------------------------------------------------------
     def check_spec(self, model_spec):
-        """NOT_FOUND unless the ModelSpec names this model and no version label."""
+        """The ModelSpec checks of TF Serving's ServerCore::ServableRequestFromModelSpec
+        (server_core.cc): a name (INVALID_ARGUMENT), no version label (this server defines
+        none: INVALID_ARGUMENT), and this server's model (NOT_FOUND)."""
+        if not model_spec.name:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               "ModelSpec has no name specified.")
+        if model_spec.WhichOneof("version_choice") == "version_label":
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Unrecognized servable version label: "
+                               f"{model_spec.version_label}")
         if model_spec.name != self.models.name:
             raise ServingError(grpc.StatusCode.NOT_FOUND,
                                f"servable not found: model {model_spec.name!r} (this server "
                                f"serves {self.models.name!r})")
-        if model_spec.version_label:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"version label {model_spec.version_label!r} is not assigned "
-                               f"(this server defines no version labels)")
 
     def version_of(self, model_spec):
         """The held version for a ModelSpec (a context manager); NOT_FOUND if not served."""
@@ -155,23 +168,15 @@ class Servicers:
 
         signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
         with self.version_of(request.model_spec) as loaded:
-            if signature not in loaded.signature_defs:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"unknown signature {signature!r}; model {loaded.name!r} "
-                                   f"has {sorted(loaded.signature_defs)}")
+            if signature not in loaded.signature_defs:  # predict_util.cc: FAILED_PRECONDITION
+                raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                                   f'Serving signature key "{signature}" not found. Model '
+                                   f"{loaded.name!r} has {sorted(loaded.signature_defs)}")
             signature_def = loaded.signature_defs[signature]
-            unknown = sorted(set(request.output_filter) - set(signature_def.outputs))
-            if unknown:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"output_filter names {unknown} are not outputs of "
-                                   f"{signature!r}: {sorted(signature_def.outputs)}")
+            check_output_filter(request.output_filter, signature_def)
             arrays = check_inputs(signature, signature_def, request.inputs,
-                                  self.options.max_elements)
+                                  self.options.limits)
             rows = batch_rows(arrays)
-            if rows is not None and rows > self.options.max_batch_rows:
-                raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                   f"request has {rows} rows; this server takes at most "
-                                   f"{self.options.max_batch_rows} per request")
             try:
                 if self.options.batcher is not None and rows and mergeable(signature_def):
                     outputs = self.options.batcher.submit(loaded, signature, arrays).result()
@@ -212,15 +217,22 @@ class Servicers:
 
     # -- GetModelStatus ---------------------------------------------------------------------
     def status(self, request):
+        """As TF Serving's get_model_status_impl.cc: no ModelSpec is INVALID_ARGUMENT; an
+        unknown (or empty) name or version is NOT_FOUND; a version label is not looked at."""
+        if not request.HasField("model_spec"):
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
         spec = request.model_spec
-        self.check_spec(spec)
+        if spec.name != self.models.name:
+            raise ServingError(grpc.StatusCode.NOT_FOUND,
+                               f"Could not find any versions of model {spec.name}")
         statuses = self.models.statuses()
         if spec.HasField("version"):
             statuses = [(v, s) for v, s in statuses if v == spec.version.value]
         if not statuses:
-            wanted = f"version {spec.version.value}" if spec.HasField("version") else "any version"
+            wanted = (f"version {spec.version.value}" if spec.HasField("version")
+                      else "any versions")
             raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"model {spec.name!r}: {wanted} not loaded")
+                               f"Could not find {wanted} of model {spec.name}")
         state = get_model_status_pb2.ModelVersionStatus.State
         response = get_model_status_pb2.GetModelStatusResponse()
         for version, state_name in statuses:
@@ -246,12 +258,27 @@ def _answer(method):
     return handler
 
 
+def _unimplemented(name: str):
+    """A handler answering UNIMPLEMENTED in one log-free line (gRPC's default handler raises
+    and logs a traceback on every call)."""
+
+    def handler(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                      f"{name} is not implemented by this server (use Predict)")
+
+    handler.__name__ = name
+    return handler
+
+
 class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, servicers: Servicers):
         self.servicers = servicers
 
     Predict = _answer(Servicers.predict)
     GetModelMetadata = _answer(Servicers.metadata)
+    Classify = _unimplemented("Classify")
+    Regress = _unimplemented("Regress")
+    MultiInference = _unimplemented("MultiInference")
 
 
 class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -259,3 +286,4 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.servicers = servicers
 
     GetModelStatus = _answer(Servicers.status)
+    HandleReloadConfigRequest = _unimplemented("HandleReloadConfigRequest")

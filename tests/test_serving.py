@@ -16,6 +16,7 @@ from tensorflow_serving.apis import (  # noqa: E402
     get_model_status_pb2,
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from serving import server as server_cli  # noqa: E402
@@ -135,47 +136,105 @@ def test_model_status_is_available(served):
     assert status.status.error_code == 0
 
 
+def _claim(shape, dtype=None, values=(0,), signature=""):
+    """A small message whose header claims `shape`: one repeated value, which TensorFlow
+    would broadcast to the whole shape."""
+    if dtype is None:
+        request = predict_request({"images": images(1)}, signature=signature)
+        tensor = request.inputs["images"]
+        tensor.ClearField("tensor_content")
+        tensor.int_val.extend(values)
+    else:
+        request = predict_request({"image_bytes": np.array([b"x"], dtype=object)},
+                                  signature="serving_bytes")
+        tensor = request.inputs["image_bytes"]
+    tensor.tensor_shape.ClearField("dim")
+    for size in shape:
+        tensor.tensor_shape.dim.add(size=size)
+    return request
+
+
+def _png_header(height, width):
+    """The first bytes of a PNG claiming height × width pixels (no pixel data)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+            + struct.pack(">I", zlib.crc32(chunk)))
+
+
+def _spec(request, **fields):
+    for key, value in fields.items():
+        setattr(request.model_spec, key, value)
+    return request
+
+
 def _bad_predicts():
+    """case → (status, a fragment of the message, request). Where TF Serving has the check,
+    the message is its own; the source file is named."""
     x = images(1)
+    content = predict_request({"images": x})
+    content.inputs["images"].tensor_content = content.inputs["images"].tensor_content[:-1]
+    extra = _claim((1, 2, 2, 1), values=(0, 1, 2, 3, 4))
     return {
-        "unknown model": (CODE.NOT_FOUND, predict_request({"images": x}, model="other")),
-        "unknown version": (CODE.NOT_FOUND, predict_request({"images": x}, version=7)),
-        "unknown signature": (CODE.INVALID_ARGUMENT,
+        "unknown model": (CODE.NOT_FOUND, "'other'", predict_request({"images": x},
+                                                                     model="other")),
+        "unknown version": (CODE.NOT_FOUND, "version 7", predict_request({"images": x},
+                                                                         version=7)),
+        # server_core.cc, ServableRequestFromModelSpec
+        "empty model name": (CODE.INVALID_ARGUMENT, "ModelSpec has no name specified.",
+                             predict_request({"images": x}, model="")),
+        # server_core.cc, GetModelVersionForLabel (no labels are configured)
+        "version label": (CODE.INVALID_ARGUMENT, "Unrecognized servable version label: stable",
+                          _spec(predict_request({"images": x}), version_label="stable")),
+        # predict_util.cc, RunPredict
+        "unknown signature": (CODE.FAILED_PRECONDITION,
+                              'Serving signature key "nope" not found.',
                               predict_request({"images": x}, signature="nope")),
-        "unknown input": (CODE.INVALID_ARGUMENT, predict_request({"pixels": x})),
-        "wrong dtype": (CODE.INVALID_ARGUMENT, predict_request({"images": x.astype("float32")})),
-        "wrong rank": (CODE.INVALID_ARGUMENT, predict_request({"images": x[0]})),
-        "unknown output": (CODE.INVALID_ARGUMENT,
-                           predict_request({"images": x}, output_filter=["logits"])),
-        "corrupt bytes": (CODE.INVALID_ARGUMENT,
+        "unknown input": (CODE.INVALID_ARGUMENT, "images", predict_request({"pixels": x})),
+        "wrong dtype": (CODE.INVALID_ARGUMENT, "DT_UINT8",
+                        predict_request({"images": x.astype("float32")})),
+        "wrong rank": (CODE.INVALID_ARGUMENT, "rank 4", predict_request({"images": x[0]})),
+        # predict_util.cc, PreProcessPrediction
+        "unknown output": (CODE.INVALID_ARGUMENT, "output tensor alias not found in signature: "
+                           "logits", predict_request({"images": x}, output_filter=["logits"])),
+        "duplicate output": (CODE.INVALID_ARGUMENT, "duplicate output tensor alias: cluster",
+                             predict_request({"images": x},
+                                             output_filter=["cluster", "cluster"])),
+        "corrupt bytes": (CODE.INVALID_ARGUMENT, "",
                           predict_request({"image_bytes": np.array([b"not an image"])},
                                           signature="serving_bytes")),
-        "too many images": (CODE.RESOURCE_EXHAUSTED, predict_request({"images": images(9)})),
-        "too many bytes": (CODE.RESOURCE_EXHAUSTED,
+        # tfrt_predict_util.cc: a proto Tensor::FromProto refuses is "tensor parsing error"
+        "negative dimension": (CODE.INVALID_ARGUMENT, "negative dimension",
+                               _claim((-1, 8, 8, 1))),
+        "more values than the shape": (CODE.INVALID_ARGUMENT, "5 values", extra),
+        "short tensor_content": (CODE.INVALID_ARGUMENT, "tensor_content", content),
+        "too many images": (CODE.RESOURCE_EXHAUSTED, "at most 8",
+                            predict_request({"images": images(9)})),
+        "too many bytes": (CODE.RESOURCE_EXHAUSTED, "",
                            predict_request({"images": images(1, 400, 400)})),
-        "claimed huge shape": (CODE.RESOURCE_EXHAUSTED, _huge_claim()),
+        "claimed rows of strings": (CODE.RESOURCE_EXHAUSTED, "60000000 rows",
+                                    _claim((60_000_000,), dtype="string")),
+        "claimed bytes": (CODE.RESOURCE_EXHAUSTED, "960000 bytes", _claim((8, 200, 200, 3))),
+        "claimed huge image": (CODE.RESOURCE_EXHAUSTED, "8192 x 8192 pixels",
+                               _claim((1, 8192, 8192, 1))),
+        "huge png": (CODE.RESOURCE_EXHAUSTED, "20000 x 20000 pixels",
+                     predict_request({"image_bytes": np.array([_png_header(20000, 20000)],
+                                                              dtype=object)},
+                                     signature="serving_bytes")),
     }
-
-
-def _huge_claim():
-    """A small message whose one repeated value claims 300 million pixels."""
-    request = predict_request({"images": images(1)})
-    tensor = request.inputs["images"]
-    tensor.ClearField("tensor_content")
-    tensor.int_val.append(0)
-    for dim, size in zip(tensor.tensor_shape.dim, (1, 10000, 10000, 3)):
-        dim.size = size
-    return request
 
 
 @pytest.mark.parametrize("case", list(_bad_predicts()))
 def test_bad_request_gets_its_status_and_the_server_keeps_serving(served, case):
     _, stubs, _ = served
-    code, request = _bad_predicts()[case]
+    code, message, request = _bad_predicts()[case]
     with pytest.raises(grpc.RpcError) as caught:
         stubs.predict.Predict(request, timeout=30)
     assert caught.value.code() == code, caught.value.details()
-    assert caught.value.details()
+    assert caught.value.details() and message in caught.value.details()
     response = stubs.predict.Predict(predict_request({"images": images(1)}), timeout=30)
     assert tf.make_ndarray(response.outputs["cluster"]).shape == (1,)
 
@@ -185,7 +244,7 @@ def test_error_messages_name_what_is_expected(served):
     details = {}
     for case in ("unknown signature", "unknown input", "wrong dtype", "corrupt bytes"):
         with pytest.raises(grpc.RpcError) as caught:
-            stubs.predict.Predict(_bad_predicts()[case][1], timeout=30)
+            stubs.predict.Predict(_bad_predicts()[case][2], timeout=30)
         details[case] = caught.value.details()
     assert "serving_bytes" in details["unknown signature"]
     assert "images" in details["unknown input"]
@@ -193,7 +252,7 @@ def test_error_messages_name_what_is_expected(served):
     assert "Graph execution error" not in details["corrupt bytes"]
 
 
-def test_bad_metadata_and_status_requests(served):
+def test_bad_metadata_and_status_requests(served, caplog):
     _, stubs, _ = served
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = "mixem"
@@ -204,14 +263,30 @@ def test_bad_metadata_and_status_requests(served):
     with pytest.raises(grpc.RpcError) as caught:
         stubs.predict.GetModelMetadata(request, timeout=30)
     assert caught.value.code() == CODE.INVALID_ARGUMENT and "labels" in caught.value.details()
-    with pytest.raises(grpc.RpcError) as caught:
-        stubs.predict.Classify(classification_pb2.ClassificationRequest(), timeout=30)
-    assert caught.value.code() == CODE.UNIMPLEMENTED
+    # get_model_status_impl.cc: no ModelSpec is INVALID_ARGUMENT, an unknown name NOT_FOUND
     status = get_model_status_pb2.GetModelStatusRequest()
+    with pytest.raises(grpc.RpcError) as caught:
+        stubs.model.GetModelStatus(status, timeout=30)
+    assert (caught.value.code(), caught.value.details()) == (CODE.INVALID_ARGUMENT,
+                                                             "Missing ModelSpec")
     status.model_spec.name = "other"
     with pytest.raises(grpc.RpcError) as caught:
         stubs.model.GetModelStatus(status, timeout=30)
     assert caught.value.code() == CODE.NOT_FOUND
+    assert caught.value.details() == "Could not find any versions of model other"
+
+
+def test_classify_and_regress_are_unimplemented_without_a_traceback(served, caplog):
+    _, stubs, _ = served
+    caplog.set_level("DEBUG")
+    for call, request in ((stubs.predict.Classify, classification_pb2.ClassificationRequest()),
+                          (stubs.predict.Regress, regression_pb2.RegressionRequest())):
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as caught:
+                call(request, timeout=30)
+            assert caught.value.code() == CODE.UNIMPLEMENTED
+            assert "Predict" in caught.value.details()
+    assert "Traceback" not in caplog.text and "Exception" not in caplog.text
 
 
 def _wait_for(condition, seconds=60.0):

@@ -122,3 +122,21 @@ def test_server_rejects_bad_flags(flag, capsys):
     with pytest.raises(SystemExit) as caught:
         build_parser().parse_args(["--model_base_path=x", flag])
     assert caught.value.code == 2
+
+
+@pytest.mark.parametrize("format", ["PNG", "JPEG", "GIF", "BMP", "WEBP", "WEBP-lossless"])
+def test_image_size_reads_the_header_of_every_decodable_format(format):
+    import io
+
+    from PIL import Image
+
+    from serving.image_size import image_size
+
+    buffer = io.BytesIO()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 61, 3), np.uint8))
+    image.save(buffer, format.split("-")[0], **({"lossless": True} if "lossless" in format else {}))
+    data = buffer.getvalue()
+    assert image_size(data) == (37, 61)
+    decoded = tf.io.decode_image(data, expand_animations=False)  # as the exported graph does
+    assert decoded.shape[:2] == (37, 61)
+    assert image_size(data[:10]) is None and image_size(b"not an image") is None
