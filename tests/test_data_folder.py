@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mixem_tf.data import load_dataset, load_folder
+from mixem_tf.data.folder import SkippedFilesWarning, absolute_folder_name, is_image_file
 
 pytestmark = pytest.mark.core
 Image = pytest.importorskip("PIL.Image")
@@ -77,15 +78,73 @@ def test_loads_every_readable_image_with_subfolder_labels(tree):
     assert np.abs(centre[5] - RED).max() <= 6  # first GIF frame, not the blue second one
 
 
-def test_single_warning_counts_and_names_skipped_files(tree):
-    _, caught = _load_with_warning(tree, image_size=16)
-    assert len(caught) == 1
+def test_scan_counts_found_used_skipped_and_lists_every_skipped_file(tree, tmp_path):
+    ds, caught = _load_with_warning(tree, image_size=16)
+    scan = ds.scan
+    assert (scan.root, scan.found, scan.used, len(scan.skipped)) == (tree, 10, 6, 4)
+    reasons = {path.relative_to(tree).as_posix(): why for path, why in scan.skipped}
+    assert sorted(reasons) == ["dogs/broken.jpg", "dogs/labels.txt", "dogs/noise.png",
+                               "notes.txt"]  # hidden files are not even found
+    assert "truncated" in reasons["dogs/broken.jpg"]
+    assert reasons["dogs/noise.png"].startswith("not a readable image")
+    assert reasons["notes.txt"] == "not a supported image format (.txt)"
+    assert str(tree) not in reasons["dogs/noise.png"]  # Pillow's message repeats the path
+    scan.write_skipped(tmp_path / "skipped.csv")
+    import csv
+
+    with open(tmp_path / "skipped.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["path"], row["reason"]) for row in rows] == [(str(p), why)
+                                                             for p, why in scan.skipped]
+    listed = scan.summary(listed_in=tmp_path / "skipped.csv")
+    assert listed == (f"folder:{tree}: 10 files found, 6 images used, 4 skipped (2 unreadable, "
+                      f"2 not a supported image format); the list: {tmp_path / 'skipped.csv'}")
+
+
+def test_one_short_warning_names_the_first_few_skipped_files(tree):
+    for i in range(40):  # a long list must not become a long line
+        (tree / "dogs" / f"junk-file-with-a-long-name-{i:02d}.png").write_bytes(b"x" * 10)
+    ds, caught = _load_with_warning(tree, image_size=16)
+    assert len(caught) == 1 and issubclass(caught[0].category, SkippedFilesWarning)
     text = str(caught[0].message)
-    assert "2 unreadable image file(s)" in text
-    assert "broken.jpg" in text and "noise.png" in text
-    assert "2 file(s) without an image extension" in text
-    assert "notes.txt" in text and "labels.txt" in text
-    assert "skip.png" not in text
+    assert text.startswith(f"folder:{tree}: 50 files found, 6 images used, 44 skipped "
+                           "(42 unreadable, 2 not a supported image format), e.g. ")
+    assert text.count("(not a readable image") + text.count("(PIL") <= 3
+    assert text.endswith("; and 41 more") and "\n" not in text and len(text) < 600
+
+
+def test_scan_survives_resizing_and_channel_conversion(tree):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = load_dataset(f"folder:{tree}", image_size=12, channels=1)
+    assert ds.images.shape == (6, 12, 12, 1) and ds.scan.used == 6
+    clean = load_folder(tree / "cats", image_size=8)
+    assert clean.scan.skipped == () and clean.scan.summary() == (
+        f"folder:{tree / 'cats'}: 3 files found, 3 images used")
+
+
+def test_webp_and_tiff_are_images(tmp_path):
+    _solid("RGB", (10, 10), RED).save(tmp_path / "a.webp", lossless=True)
+    frames = [_solid("RGB", (10, 10), BLUE), _solid("RGB", (10, 10), RED)]
+    frames[0].save(tmp_path / "b.tiff", save_all=True, append_images=frames[1:])  # 2 pages
+    Image.fromarray(np.full((6, 6), 40000, np.uint16)).save(tmp_path / "c.TIF")  # 16-bit grey
+    assert all(is_image_file(p) for p in tmp_path.iterdir())
+    ds = load_folder(tmp_path, image_size=4)
+    assert ds.scan.skipped == () and len(ds) == 3
+    assert ds.images[:, 2, 2].tolist() == [list(RED), list(BLUE), [156, 156, 156]]
+
+
+def test_relative_folder_names_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "link").symlink_to(tmp_path)
+    assert absolute_folder_name("folder:imgs/a") == f"folder:{tmp_path / 'imgs' / 'a'}"
+    assert absolute_folder_name("folder:link/../x") == f"folder:{tmp_path / 'x'}"
+    assert absolute_folder_name("folder:link") == f"folder:{tmp_path / 'link'}"  # link kept
+    assert absolute_folder_name("folder:~/pics") == f"folder:{tmp_path / 'home' / 'pics'}"
+    assert absolute_folder_name("folder:/data/x") == "folder:/data/x"
+    assert absolute_folder_name("digits") == "digits"
+    assert absolute_folder_name("folder:") == "folder:"  # left for the registry to refuse
 
 
 def test_grey_channel_option(tree):
@@ -127,16 +186,17 @@ def test_single_threaded_matches_threaded(tree):
 
 def test_missing_path(tmp_path):
     missing = tmp_path / "nope"
-    with pytest.raises(FileNotFoundError, match="nope"):
+    with pytest.raises(FileNotFoundError, match=f"folder:{missing}: no such folder"):
         load_folder(missing)
     with pytest.raises(FileNotFoundError):
         load_dataset(f"folder:{missing}")
 
 
-def test_path_is_a_file(tmp_path):
+def test_path_is_a_file_is_a_value_error(tmp_path):
     (tmp_path / "x.png").write_bytes(b"")
-    with pytest.raises(NotADirectoryError):
-        load_folder(tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"x\.png is a file, not a folder") as error:
+        load_dataset(f"folder:{tmp_path / 'x.png'}")
+    assert not isinstance(error.value, OSError)
 
 
 def test_empty_folder(tmp_path):
@@ -153,7 +213,7 @@ def test_folder_without_image_files(tmp_path):
 def test_folder_with_only_bad_images(tmp_path):
     (tmp_path / "a.png").write_bytes(b"not a png")
     _truncated_jpeg(tmp_path / "b.jpg")
-    with pytest.raises(ValueError, match=r"none of the 2 image files .*a\.png"):
+    with pytest.raises(ValueError, match=r"none of the 2 image files .*2 unreadable.*a\.png"):
         load_folder(tmp_path)
 
 

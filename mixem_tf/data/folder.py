@@ -4,8 +4,9 @@ Rules:
 - Files are found recursively (symbolic links followed, each directory visited once; hidden
   files and directories, whose names start with ".", are ignored) and sorted by relative path,
   so the order, and therefore everything downstream, is deterministic.
-- Image files are those ending in .jpg, .jpeg, .png, .bmp or .gif (any case). GIFs give their
-  first frame.
+- Image files are those ending in one of `IMAGE_EXTENSIONS` (any case): JPEG, PNG, BMP, GIF,
+  WebP, TIFF; `trainers.predict` accepts the same list. GIFs, animated WebPs and multi-page
+  TIFFs give their first frame.
 - Images are converted to RGB (default) or, with ``channels=1``, to grey (luma, ITU-R 601),
   the way torchvision's ImageFolder loader does (``convert("RGB")``: alpha is dropped, not
   composited; no EXIF rotation), then resized to `image_size` with Pillow's antialiased
@@ -15,12 +16,18 @@ Rules:
 - Labels: when every decoded image lies inside a first-level sub-folder, the sub-folder names,
   sorted, become the classes (``class_names``) and their index the label, like ImageFolder.
   Otherwise labels are None (a plain unlabelled collection).
-- Files that cannot be decoded and files without an image extension are skipped and reported
-  in one `UserWarning` that counts them and names the first few.
+- Files that cannot be decoded and files without an image extension are skipped. The dataset
+  (a `FolderDataset`) carries a `FolderScan`: how many files were found, used and skipped,
+  and every skipped file with its reason (`FolderScan.write_skipped` writes them as CSV). One
+  short `SkippedFilesWarning` gives the counts and the first few.
+- A path that is missing is a FileNotFoundError; a file, not a folder, a ValueError (both one
+  line at the command line).
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -30,12 +37,107 @@ import numpy as np
 
 from mixem_tf.data.dataset import ImageDataset, parse_image_size
 
-__all__ = ["DEFAULT_FOLDER_IMAGE_SIZE", "IMAGE_EXTENSIONS", "list_files", "load_folder",
-           "read_image"]
+__all__ = ["DEFAULT_FOLDER_IMAGE_SIZE", "FOLDER_PREFIX", "FolderDataset", "FolderScan",
+           "IMAGE_EXTENSIONS", "SkippedFilesWarning", "absolute_folder_name", "describe_error",
+           "is_image_file", "list_files", "load_folder", "read_image", "unsupported_format"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Formats Pillow reads without plug-ins; training and trainers.predict accept exactly these.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_FOLDER_IMAGE_SIZE = 96  # STL-10's size; what MiCE uses for its ImageFolder datasets
-_SHOWN_PATHS = 5  # how many skipped paths the warning names
+FOLDER_PREFIX = "folder:"
+_SHOWN_PATHS = 3  # how many skipped files the warning names
+_REASON_CHARS = 80  # longest reason the warning shows (the CSV has the whole one)
+
+
+class SkippedFilesWarning(UserWarning):
+    """`load_folder` skipped files; the dataset's `scan` lists every one with its reason."""
+
+
+def is_image_file(path) -> bool:
+    """True when `path` has one of the supported image extensions (any case)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def unsupported_format(path) -> str:
+    """The reason given for a file whose extension is not a supported image format."""
+    suffix = Path(path).suffix.lower() or "no extension"
+    return f"not a supported image format ({suffix})"
+
+
+def describe_error(error: BaseException) -> str:
+    """Why a file could not be decoded, in one short line (Pillow's messages repeat the
+    file's whole path; this does not)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(error, UnidentifiedImageError):
+        return "not a readable image (contents not recognised)"
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def absolute_folder_name(name: str) -> str:
+    """`folder:RELATIVE` (or `folder:~/x`) as `folder:/absolute/path`, links kept as typed;
+    any other dataset name unchanged. A run stores this, so resuming and exporting it work
+    from any working directory."""
+    if not name.startswith(FOLDER_PREFIX) or not name[len(FOLDER_PREFIX):].strip():
+        return name
+    return FOLDER_PREFIX + os.path.abspath(os.path.expanduser(name[len(FOLDER_PREFIX):]))
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderScan:
+    """What `load_folder` found: every non-hidden file, and those it skipped, with why.
+
+    Attributes:
+        root: the folder (absolute, links resolved).
+        found: non-hidden files under it.
+        skipped: (absolute path, reason) of every file not used, in path order.
+    """
+
+    root: Path
+    found: int
+    skipped: tuple[tuple[Path, str], ...] = ()
+
+    @property
+    def used(self) -> int:
+        return self.found - len(self.skipped)
+
+    def summary(self, listed_in=None) -> str:
+        """One line: "folder:ROOT: N files found, U images used, S skipped (...)", naming
+        `listed_in` (where the full list was written) or else the first few skipped files."""
+        text = f"{FOLDER_PREFIX}{self.root}: {self.found} files found, {self.used} images used"
+        if not self.skipped:
+            return text
+        unsupported = sum(reason.startswith("not a supported") for _, reason in self.skipped)
+        kinds = [f"{n} {kind}" for n, kind in ((len(self.skipped) - unsupported, "unreadable"),
+                                               (unsupported, "not a supported image format"))
+                 if n]
+        text += f", {len(self.skipped)} skipped ({', '.join(kinds)})"
+        if listed_in is not None:
+            return f"{text}; the list: {listed_in}"
+        shown = [f"{path.relative_to(self.root)} ({_shorten(reason)})"
+                 for path, reason in self.skipped[:_SHOWN_PATHS]]
+        more = len(self.skipped) - len(shown)
+        return f"{text}, e.g. {'; '.join(shown)}" + (f"; and {more} more" if more else "")
+
+    def write_skipped(self, path) -> None:
+        """Writes every skipped file as CSV rows `path,reason` (absolute paths)."""
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(("path", "reason"))
+            writer.writerows((str(p), reason) for p, reason in self.skipped)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class FolderDataset(ImageDataset):
+    """An `ImageDataset` from `load_folder`, with the `FolderScan` that made it (kept through
+    resizing and channel conversion)."""
+
+    scan: FolderScan | None = None
+
+
+def _shorten(reason: str) -> str:
+    return reason if len(reason) <= _REASON_CHARS else reason[:_REASON_CHARS - 1] + "…"
 
 
 def list_files(root: Path) -> list[Path]:
@@ -128,25 +230,6 @@ def _labels_from_subfolders(relative: list[tuple[str, ...]]):
     return labels, class_names
 
 
-def _first_few(items) -> str:
-    shown = ", ".join(str(item) for item in items[:_SHOWN_PATHS])
-    extra = len(items) - _SHOWN_PATHS
-    return shown + (f", and {extra} more" if extra > 0 else "")
-
-
-def _skipped_message(root, unreadable, ignored) -> str:
-    parts = []
-    if unreadable:
-        described = [f"{path} ({why})" for path, why in unreadable]
-        parts.append(f"{len(unreadable)} unreadable image file(s): {_first_few(described)}")
-    if ignored:
-        parts.append(
-            f"{len(ignored)} file(s) without an image extension "
-            f"({', '.join(IMAGE_EXTENSIONS)}): {_first_few(ignored)}"
-        )
-    return f"folder:{root}: skipped " + "; ".join(parts) + " (paths relative to the folder)"
-
-
 def load_folder(
     path,
     *,
@@ -154,8 +237,9 @@ def load_folder(
     channels: int = 3,
     keep_aspect: bool = False,
     num_workers: int | None = None,
-) -> ImageDataset:
-    """All images under `path` as one `ImageDataset` (single split ``"all"``).
+) -> FolderDataset:
+    """All images under `path` as one `FolderDataset` (single split ``"all"``), its `scan`
+    saying what was found, used and skipped.
 
     Args:
         path: the folder, searched recursively.
@@ -167,12 +251,12 @@ def load_folder(
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        NotADirectoryError: `path` is a file.
-        ValueError: no image files under `path`, none of them decodable, or a bad
-            `image_size` / `channels`.
+        ValueError: `path` is a file; no image files under it, none of them decodable, or a
+            bad `image_size` / `channels`.
 
     Example:
         >>> ds = load_folder("~/photos", image_size=64)   # or load_dataset("folder:~/photos")
+        >>> print(ds.scan.summary())                     # found, used, skipped
     """
     from PIL import Image  # noqa: F401  (fail early, with the real ImportError, if missing)
 
@@ -181,19 +265,18 @@ def load_folder(
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     root = Path(os.path.expanduser(str(path)))
     if not root.exists():
-        raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
+        raise FileNotFoundError(f"{FOLDER_PREFIX}{root}: no such folder")
     if not root.is_dir():
-        raise NotADirectoryError(f"{str(root)!r} is not a folder (folder:PATH needs a folder)")
+        raise ValueError(f"{FOLDER_PREFIX}{root} is a file, not a folder (folder:PATH needs a "
+                         "folder of images)")
     root = root.resolve()
 
     files = list_files(root)
-    candidates = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-    ignored = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    candidates = [p for p in files if is_image_file(p)]
     if not candidates:
         found = f"{len(files)} other file(s)" if files else "no files at all"
-        raise ValueError(
-            f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}: found {found}"
-        )
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}: "
+                         f"found {found}")
 
     height, width = size_hw
     images = np.empty((len(candidates), height, width, channels), np.uint8)
@@ -203,7 +286,7 @@ def load_folder(
         try:
             images[i] = _decode(candidates[i], size_hw, channels, keep_aspect)
         except Exception as exc:  # any decoding failure means "skip this file"
-            errors[i] = f"{type(exc).__name__}: {exc}"
+            errors[i] = describe_error(exc)
 
     workers = num_workers or min(8, os.cpu_count() or 1)
     if workers > 1 and len(candidates) > 1:
@@ -213,29 +296,28 @@ def load_folder(
         for i in range(len(candidates)):
             work(i)
 
+    failed = {p: why for p, why in zip(candidates, errors) if why is not None}
+    skipped = tuple((p, failed.get(p) or unsupported_format(p)) for p in files
+                    if p in failed or not is_image_file(p))
+    scan = FolderScan(root, len(files), skipped)
     ok = np.array([e is None for e in errors])
-    unreadable = [(candidates[i], errors[i]) for i in np.flatnonzero(~ok)]
     if not ok.any():
-        raise ValueError(
-            f"none of the {len(candidates)} image files under {str(root)!r} could be decoded "
-            f"(failures: {_first_few([f'{p}: {why}' for p, why in unreadable])})"
-        )
-    if unreadable or ignored:
-        unreadable_rel = [(p.relative_to(root), why) for p, why in unreadable]
-        ignored_rel = [p.relative_to(root) for p in ignored]
-        message = _skipped_message(root, unreadable_rel, ignored_rel)
-        warnings.warn(message, UserWarning, stacklevel=2)
+        raise ValueError(f"none of the {len(candidates)} image files under {str(root)!r} could "
+                         f"be decoded: {scan.summary()}")
+    if skipped:
+        warnings.warn(scan.summary(), SkippedFilesWarning, stacklevel=2)
     if not ok.all():
         images = images[ok]
     kept = [p for p, good in zip(candidates, ok) if good]
 
     labelled = _labels_from_subfolders([p.relative_to(root).parts for p in kept])
     labels, class_names = labelled if labelled else (None, None)
-    return ImageDataset(
-        name=f"folder:{root}",
+    return FolderDataset(
+        name=f"{FOLDER_PREFIX}{root}",
         images=images,
         labels=labels,
         num_classes=len(class_names) if class_names else None,
         class_names=class_names,
         split="all",
+        scan=scan,
     )
