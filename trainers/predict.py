@@ -5,11 +5,15 @@
         --gallery gallery.png
 
 Every non-hidden file under DIR (recursively, sorted) gets one CSV row: path, cluster,
-probability (the soft assignment of that cluster), error. A file that is not a readable image
-gets its reason in the error column and an empty cluster; the run always goes on. Images are
-read with Pillow at their own size (grey stays grey, anything else becomes RGB) and sent in
-batches (`--batch-size`, images of one size together); the model does the rest. `--gallery`
-draws up to `--gallery-samples` of the most confident images of each cluster per row.
+probability (the soft assignment of that cluster), error. Image files are those training
+reads (`mixem_tf.data.folder.IMAGE_EXTENSIONS`: JPEG, PNG, BMP, GIF, WebP, TIFF); any other
+file, or one that is not a readable image, gets its reason in the error column and an empty
+cluster, and the run goes on. When no file at all could be clustered the command fails (exit
+2) and draws no gallery. Images are read with Pillow at their own size (grey stays grey,
+anything else becomes RGB) and sent in batches (`--batch-size`, images of one size together);
+the model does the rest. `--gallery` draws up to `--gallery-samples` of the most confident
+images of each cluster per row, labelled with the cluster's size and, for a SavedModel, the
+training data's majority label and its purity.
 """
 
 from __future__ import annotations
@@ -46,15 +50,18 @@ class _Progress:
 
 def _read(paths):
     """[(path, image or None, error or "")] for a chunk of files."""
-    from mixem_tf.data.folder import read_image
+    from mixem_tf.data.folder import describe_error, is_image_file, read_image, \
+        unsupported_format
 
     out = []
     for path in paths:
+        if not is_image_file(path):
+            out.append((path, None, unsupported_format(path)))
+            continue
         try:
             out.append((path, read_image(path), ""))
         except Exception as error:  # noqa: BLE001  any unreadable file is one CSV row
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            out.append((path, None, f"not a readable image: {reason}"))
+            out.append((path, None, describe_error(error)))
     return out
 
 
@@ -80,7 +87,8 @@ def _predict_chunk(predict, items):
 
 def predict_folder(predict, folder, out_csv, *, batch_size: int = 64, gallery=None,
                    gallery_samples: int = 8, gallery_cell: int = 64, progress: bool = True):
-    """Clusters every file under `folder` into `out_csv`; returns (rows written, unreadable)."""
+    """Clusters every file under `folder` into `out_csv`; returns (rows written, unreadable).
+    The gallery is drawn only when at least one file was clustered."""
     from mixem_tf.data.folder import list_files
 
     folder = Path(folder)
@@ -118,13 +126,13 @@ def predict_folder(predict, folder, out_csv, *, batch_size: int = 64, gallery=No
                 bar.update(min(start + batch_size, len(files)), failures)
     if bar:
         bar.close()
-    if gallery is not None:
+    if gallery is not None and counts:
         _write_gallery(predict, best, counts, gallery, gallery_samples, gallery_cell)
     return len(files), failures
 
 
 def _write_gallery(predict, best, counts, path, samples, cell):
-    from mixem_tf.gallery import draw_gallery
+    from mixem_tf.gallery import cluster_label, draw_gallery
 
     known = predict.clusters or {}
     rows = max([len(known)] + [k + 1 for k in best])
@@ -133,9 +141,9 @@ def _write_gallery(predict, best, counts, path, samples, cell):
     labels = {}
     for k in range(rows):
         entry = known.get(str(k), {})
-        majority = entry.get("majority_name", entry.get("majority_label"))
-        labels[k] = f"cluster {k}: {counts.get(k, 0)} images" + (
-            f"\n(training: mostly {majority})" if majority is not None else "")
+        labels[k] = cluster_label(k, counts.get(k, 0),
+                                  entry.get("majority_name", entry.get("majority_label")),
+                                  entry.get("purity"))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     draw_gallery(chosen, labels, rows=rows, columns=samples, cell=cell).save(path)
 
@@ -161,6 +169,10 @@ def main(argv=None):
     total, failures = predict_folder(
         predict, args.images, args.out, batch_size=args.batch_size, gallery=args.gallery,
         gallery_samples=args.gallery_samples, gallery_cell=args.gallery_cell)
+    if failures == total:
+        raise ValueError(f"clustered 0 of {total} files under {args.images}: "
+                         + ("no files there" if not total else
+                            f"none is a readable image (reasons: the error column of {args.out})"))
     print(f"clustered {total - failures} of {total} files into {args.out}"
           + (f" ({failures} unreadable: see its error column)" if failures else "")
           + (f"; gallery: {args.gallery}" if args.gallery else ""), file=sys.stderr)
