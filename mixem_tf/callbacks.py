@@ -15,6 +15,7 @@ __all__ = [
     "ComponentMonitor",
     "EpochCounter",
     "EpochCheckpoint",
+    "EpochTimeEstimate",
     "HistoryCSV",
     "NonFiniteLossError",
     "StopOnNonFiniteLoss",
@@ -177,3 +178,97 @@ class ComponentMonitor(keras.callbacks.Callback):
                   f"{share.max():.0%} of the images ({self._over} epoch(s) in a row); the "
                   "mixture may be collapsing (raise the marginal-entropy weight or lower the "
                   "learning rate)", file=sys.stderr)
+
+
+def gpu_visible() -> bool:
+    """True when the Keras backend sees a GPU (or another accelerator than the CPU)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(device.platform != "cpu" for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def format_duration(seconds: float) -> str:
+    """"45 s", "3 min 20 s", "2 h 5 min": as precise as an estimate deserves."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+class EpochTimeEstimate(keras.callbacks.Callback):
+    """Prints once, after the first `steps` timed steps of the first epoch trained, the
+    estimated time per epoch and for the epochs left (stderr), so a run that will take hours
+    says so in its first minute. The first step, which compiles the step function, is not
+    timed; an epoch shorter than that reports at its end from the steps it had.
+
+    When an epoch will take longer than `slow_epoch_s` and no GPU is visible, it adds how to
+    size the run for a CPU (the paper's ResNet-18 at 96 px is GPU work; `folder:` uses it).
+
+    Args:
+        steps: timed steps the estimate is made from.
+        slow_epoch_s: epochs longer than this, on a machine without a GPU, get the hint.
+        clock: seconds as a float (`time.monotonic`; a fake one in tests).
+        gpu_visible: whether an accelerator is there (default: `gpu_visible()`).
+    """
+
+    CPU_HINT = ("no GPU is visible: for a CPU-sized run use the small ConvNet at a low "
+                "resolution, e.g. --backbone convnet --image-size 32 (README, \"Training on "
+                "a CPU\")")
+
+    def __init__(self, steps: int = 5, slow_epoch_s: float = 600.0, clock=time.monotonic,
+                 gpu_visible=gpu_visible):
+        super().__init__()
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.steps, self.slow_epoch_s = steps, slow_epoch_s
+        self.clock, self.gpu_visible = clock, gpu_visible
+        self.message: str | None = None  # the estimate, once printed
+        self._first_epoch, self._start, self._timed, self._done = None, None, 0, False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._done:
+            return
+        if self._start is None:
+            self._start = self.clock()  # the compiling first step ends here
+            return
+        self._timed += 1
+        if self._timed >= self.steps:
+            self._report()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._done and self._timed:
+            self._report()
+        self._done = True  # later epochs say nothing
+
+    def _report(self):
+        import sys
+
+        self._done = True
+        steps = (self.params or {}).get("steps")
+        if not steps:
+            return  # an epoch of unknown length: nothing to multiply by
+        per_epoch = (self.clock() - self._start) / self._timed * steps
+        left = self.params["epochs"] - self._first_epoch
+        self.message = (f"estimated time: {format_duration(per_epoch)} per epoch, "
+                        f"{format_duration(per_epoch * left)} for the {left} epoch(s) to train "
+                        f"(from {self._timed} step(s) of {steps})")
+        if per_epoch > self.slow_epoch_s and not self.gpu_visible():
+            self.message += f"; {self.CPU_HINT}"
+        print(self.message, file=sys.stderr)
