@@ -11,7 +11,7 @@ include the compilation, are not timed.
     KERAS_BACKEND=jax python -m bench.augment_throughput --shapes 32x32x3 --steps 20
 
 Prints one line per shape: augmented images/s (views: 2 per source image) and source
-images/s (pairs of views). Shapes map to presets: 28x28x1 → mnist, 32x32x3 → cifar10,
+images/s (pairs of views). Shapes map to datasets: 28x28x1 → mnist, 32x32x3 → cifar10,
 96x96x3 → stl10, anything else → ``folder:`` with that size.
 """
 
@@ -22,7 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from mixem_tf.augment import METHODS, Augmenter, preset
+from mixem_tf.augment import Augmenter
+from mixem_tf.methods.augmentation import PIPELINES, view_config
 
 _DATASET_OF_SHAPE = {(28, 28, 1): "mnist", (32, 32, 3): "cifar10", (96, 96, 3): "stl10"}
 
@@ -55,7 +56,7 @@ def two_views_model(config, shape, seed=0, fetch_views=False):
 
 def measure(shape, method, batch, steps, warmup, jit_compile, fetch_views, seed=0):
     dataset = _DATASET_OF_SHAPE.get(shape, "folder:bench")
-    config = preset(method, dataset, image_size=shape[:2])
+    config = view_config(method, dataset, image_size=shape[:2])
     model = two_views_model(config, shape, seed=seed, fetch_views=fetch_views)
     model.compile(jit_compile=jit_compile)
     images = np.random.default_rng(seed).integers(0, 256, (batch,) + shape, dtype=np.uint8)
@@ -75,7 +76,8 @@ def measure(shape, method, batch, steps, warmup, jit_compile, fetch_views, seed=
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--method", choices=METHODS, default="mixem")
+    parser.add_argument("--pipeline", dest="method", choices=sorted(PIPELINES), default="simclr",
+                        help="view pipeline (simclr: MIX'EM's and SimCLR's; mice; cdec)")
     parser.add_argument("--shapes", type=lambda s: [parse_shape(v) for v in s.split(",")],
                         default=[(28, 28, 1), (32, 32, 3), (96, 96, 3)],
                         help="comma-separated HxWxC (default: 28x28x1,32x32x3,96x96x3)")

@@ -17,7 +17,6 @@ import statistics
 import keras
 import numpy as np
 
-from mixem_tf.augment import preset
 from mixem_tf.backbones import build_backbone
 from mixem_tf.callbacks import Throughput
 from mixem_tf.feeding import EpochBatches
@@ -29,7 +28,7 @@ def measure(backbone_name, size, channels, batch_size, precision, steps, warmup,
     keras.mixed_precision.set_dtype_policy(precision)
     dataset = "fashion_mnist" if channels == 1 else "cifar10"
     model = SimCLR(build_backbone(backbone_name, (size, size, channels)),
-                   preset("simclr", dataset, image_size=size), num_clusters=10)
+                   SimCLR.augmentation(dataset, image_size=size), num_clusters=10)
     model.compile(optimizer=keras.optimizers.Adam(1e-4))
     images = np.random.default_rng(0).integers(0, 256, (batch_size * 4, size, size, channels),
                                                dtype=np.uint8)

@@ -1,4 +1,5 @@
-"""Training callbacks: NaN guard, atomic per-epoch checkpoints, throughput, component alarms."""
+"""Training callbacks: method hooks, NaN guard, atomic per-epoch checkpoints, throughput,
+history, cluster-size alarms."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import keras
 from mixem_tf import checkpoints
 
 __all__ = [
-    "ComponentMonitor",
-    "EpochCounter",
+    "ClusterSizeMonitor",
     "EpochCheckpoint",
     "EpochTimeEstimate",
+    "MethodHooks",
     "HistoryCSV",
     "NonFiniteLossError",
     "StopOnNonFiniteLoss",
@@ -27,15 +28,18 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class EpochCounter(keras.callbacks.Callback):
-    """Keeps the model's `epoch` variable equal to the epoch being trained.
+class MethodHooks(keras.callbacks.Callback):
+    """Calls the method's epoch hooks (`on_train_epoch_begin`, `on_train_epoch_end`).
 
-    Terms scheduled by epoch (MIX'EM's `start_epochs`) read it inside the compiled step; on JAX
-    the model state is re-read at each epoch's start, so setting it here reaches the step.
+    On JAX the model state is re-read at each epoch's start and written back before its end's
+    callbacks, so what the hooks assign reaches the compiled step.
     """
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.epoch.assign(epoch)
+        self.model.on_train_epoch_begin(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.on_train_epoch_end(epoch, logs if logs is not None else {})
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -62,17 +66,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
     Args:
         directory: the run's checkpoint folder.
         guard: the `StopOnNonFiniteLoss` whose failure vetoes saving.
-        enabled: False on non-chief workers of a multi-worker run.
     """
 
-    def __init__(self, directory, guard: StopOnNonFiniteLoss | None = None, enabled=True):
+    def __init__(self, directory, guard: StopOnNonFiniteLoss | None = None):
         super().__init__()
         self.directory = directory
         self.guard = guard
-        self.enabled = enabled
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.enabled or (self.guard is not None and self.guard.failure):
+        if self.guard is not None and self.guard.failure:
             return
         if not all(math.isfinite(float(v)) for v in (logs or {}).values()):
             return
@@ -135,23 +137,35 @@ class HistoryCSV(keras.callbacks.Callback):
             writer.writerow(logs)
 
 
-class ComponentMonitor(keras.callbacks.Callback):
-    """Per-epoch occupancy of the mixture components (METHODS.md §5.8).
+class ClusterSizeMonitor(keras.callbacks.Callback):
+    """Per-epoch cluster sizes of a method's own assignment (METHODS.md §5.8).
 
-    Assigns a fixed sample of training images to argmax π after every epoch, adds
-    `largest_component` (share of the busiest component) and `components_used` to the logs
-    (so they reach the progress bar, history.csv and TensorBoard), appends the whole occupancy
-    vector to `occupancy.jsonl`, and warns when one component holds more than `alarm` of them
-    for `patience` epochs in a row, or at the last epoch. (One epoch alone is not enough: after
-    the first few steps BatchNorm's moving statistics still differ from the batches', so the
-    clean images can all land in one component for the first epoch or two of a short-epoch run
-    (digits: 7 steps per epoch) while training is healthy.)
+    Assigns a fixed sample of training images to the argmax of the evaluation feature
+    `feature` (MIX'EM's π, cdec's q) after every epoch, adds `largest_cluster` (share of the
+    busiest) and `clusters_used` to the logs (so they reach the progress bar, history.csv and
+    TensorBoard), appends the whole share vector to `path` (JSON lines), and warns when one
+    cluster holds more than `alarm` of them for `patience` epochs in a row, or at the last
+    epoch. (One epoch alone is not enough: after the first few steps BatchNorm's moving
+    statistics still differ from the batches', so the clean images can all land in one cluster
+    for the first epoch or two of a short-epoch run (digits: 7 steps per epoch) while training
+    is healthy.)
+
+    Args:
+        images: uint8 sample of the training images.
+        feature: the evaluation output whose argmax is the cluster.
+        path: JSON-lines file of {"epoch", "occupancy"}, or None.
+        what: the word for a cluster in the warning ("component", "centre").
+        advice: what the warning suggests.
     """
 
-    def __init__(self, images, path=None, alarm: float = 0.5, patience: int = 2):
+    def __init__(self, images, feature: str, path=None, *, what: str = "cluster",
+                 advice: str = "lower the learning rate", alarm: float = 0.5,
+                 patience: int = 2):
         super().__init__()
         self.images = images
+        self.feature = feature
         self.path = Path(path) if path else None
+        self.what, self.advice = what, advice
         self.alarm = alarm
         self.patience = patience
         self._over = 0
@@ -162,22 +176,21 @@ class ComponentMonitor(keras.callbacks.Callback):
 
         import numpy as np
 
-        pi = self.model.predict(self.images, batch_size=256, verbose=0)["pi"]
-        counts = np.bincount(np.argmax(pi, axis=-1), minlength=pi.shape[-1])
+        scores = self.model.predict(self.images, batch_size=256, verbose=0)[self.feature]
+        counts = np.bincount(np.argmax(scores, axis=-1), minlength=scores.shape[-1])
         share = counts / counts.sum()
         if logs is not None:
-            logs["largest_component"] = float(share.max())
-            logs["components_used"] = float((counts > 0).sum())
+            logs["largest_cluster"] = float(share.max())
+            logs["clusters_used"] = float((counts > 0).sum())
         if self.path is not None:
             with self.path.open("a") as handle:
                 handle.write(json.dumps({"epoch": epoch + 1, "occupancy": share.tolist()}) + "\n")
         self._over = self._over + 1 if share.max() > self.alarm else 0
         last = epoch + 1 == (self.params or {}).get("epochs")
         if self._over >= self.patience or (self._over and last):
-            print(f"warning: epoch {epoch + 1}: component {int(share.argmax())} holds "
+            print(f"warning: epoch {epoch + 1}: {self.what} {int(share.argmax())} holds "
                   f"{share.max():.0%} of the images ({self._over} epoch(s) in a row); the "
-                  "mixture may be collapsing (raise the marginal-entropy weight or lower the "
-                  "learning rate)", file=sys.stderr)
+                  f"clustering may be collapsing ({self.advice})", file=sys.stderr)
 
 
 def gpu_visible() -> bool:

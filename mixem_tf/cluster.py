@@ -197,30 +197,32 @@ def component_init(features, components, num_clusters: int, *, num_components=No
     else:
         chosen = np.argsort(-counts, kind="stable")[:num_clusters]
     rng = np.random.default_rng(seed)
-    low, high = features.min(axis=0), features.max(axis=0)
+    low, high = features.min(), features.max()
     centres = np.empty((num_clusters, features.shape[1]))
     for row, component in enumerate(chosen):
         if counts[component]:
             centres[row] = features[components == component].mean(axis=0)
         else:
-            centres[row] = rng.uniform(low, high)
+            centres[row] = rng.uniform(low, high, size=features.shape[1])
     return centres
 
 
 def readout_table(features: dict, labels, num_clusters: int, *, settings="official",
                   default: dict | None = None, components=None, num_components=None,
-                  seed: int = 0) -> list[dict]:
+                  assignments=(), seed: int = 0) -> list[dict]:
     """Every read-out of a method's features, scored against `labels`.
 
     For each feature (raw and L2-normalised): K-means with k-means++ seeding ("kmeans", the
     papers' "random init"), and, when the mixture's argmax `components` are given, K-means
-    initialised from the component means ("kmeans_component_init", one run). With components,
-    also the mixture's own argmax as the clustering ("mixture_argmax").
+    initialised from the component means ("kmeans_component_init", one run). Then one row per
+    entry of `assignments`: the method's own clusterings (MIX'EM's argmax π, cdec's argmax q).
 
     Args:
         features: name → [N, D] array (e.g. {"h": ..., "z": ...}).
         labels: ground truth for scoring, or None (then only cluster sizes are reported).
         default: {"feature", "normalize", "clustering"} of the method's default read-out.
+        assignments: (feature, clustering, cluster ids [N]) triples, scored as raw read-outs
+            without centroids.
 
     Returns:
         One row per read-out: feature, normalize, clustering, acc, nmi, ari, default,
@@ -258,8 +260,8 @@ def readout_table(features: dict, labels, num_clusters: int, *, settings="offici
             result = kmeans(space, num_clusters, init=init, settings=settings, seed=seed)
             rows.append(row(name, normalize, "kmeans_component_init", result.labels,
                             result.centroids))
-    if components is not None:
-        rows.append(row("pi", False, "mixture_argmax", np.asarray(components, np.int64), None))
+    for feature, clustering, labels_pred in assignments:
+        rows.append(row(feature, False, clustering, np.asarray(labels_pred, np.int64), None))
     if default and not any(r["default"] for r in rows):
         raise ValueError(f"the default read-out {default} is not among the read-outs")
     return rows

@@ -1,50 +1,50 @@
-"""Training settings: one `TrainConfig` per run, its defaults from each method's recipe.
+"""A run's settings: `TrainConfig` holds what every run shares, plus the method's options.
 
-The paper recipe (MIX'EM's `config.yaml`, METHODS.md §1.3) holds for STL-10 and CIFAR: ResNet-18,
-Adam 1e-4, coupled L2 1e-5, batch 512, 200 epochs, constant LR for 10 epochs then cosine,
-τ = 0.5. The small datasets (digits, MNIST, Fashion-MNIST) have no published recipe; their
-defaults are chosen to train in minutes on a 2-core CPU with the small ConvNet; there MIX'EM's
-pull/push term (iii) runs at a tenth of its official weight, which measured better on every
-read-out of digits (200 epochs) and on the z read-outs of Fashion-MNIST (3 and 10 epochs), over
-3-5 seeds (docs/BENCHMARKS.md). `--term-weights '{"pull": 0.1, "push": 0.05}'` restores the official ones.
+`resolved()` fills the unset fields from the method's recipe for the dataset
+(`ClusteringMethod.recipe`) and the method's paper protocol, completes and checks the method's
+options (`ClusteringMethod.Options`), and checks every shared value. A dict-valued option
+(MIX'EM's term weights) merges the user's entries over the recipe's, entry by entry.
+
+Example:
+    >>> config = TrainConfig(dataset="digits", method="mixem", options={"num_components": 20})
+    >>> config.resolved().options["term_weights"]          # the small recipe's
+    {'pull': 0.01, 'push': 0.005}
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["TrainConfig", "recipe_defaults"]
+__all__ = ["TrainConfig", "dataset_recipe"]
 
-PAPER = {"backbone": "resnet18", "batch_size": 512, "epochs": 200, "lr": 1e-4,
-         "weight_decay": 1e-5, "constant_epochs": 10}
-SMALL = {"backbone": "convnet", "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-5,
-         "constant_epochs": 10, "term_weights": {"pull": 0.01, "push": 0.005}}
-DATASET_DEFAULTS = {
-    "stl10": {**PAPER, "image_size": 96},
-    "cifar10": {**PAPER, "image_size": 32},
-    "cifar100_20": {**PAPER, "image_size": 32},
-    "mnist": {**SMALL, "epochs": 15, "image_size": 28},
-    "fashion_mnist": {**SMALL, "epochs": 15, "image_size": 28},
-    "digits": {**SMALL, "epochs": 60, "image_size": 8},
-    "folder": {**PAPER, "batch_size": 256, "image_size": 96},
-}
+DATASET_KEYS = ("stl10", "cifar10", "cifar100_20", "mnist", "fashion_mnist", "digits", "folder")
+# Settings that runs saved before methods owned their options kept at the top level.
+LEGACY_OPTIONS = ("temperature", "projection_dim", "num_components", "embedding_dim",
+                  "sharpening", "term_weights", "start_epochs", "constant_epochs")
 
 
-def recipe_defaults(dataset: str) -> dict:
-    """The defaults of a dataset name (`folder:PATH` uses the "folder" entry)."""
+def dataset_recipe(recipes: dict, dataset: str) -> dict:
+    """A copy of `recipes[KEY]` for a dataset name (`folder:PATH` uses "folder")."""
     key = "folder" if dataset.startswith("folder:") else dataset
-    if key not in DATASET_DEFAULTS:
+    if key not in DATASET_KEYS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from "
-                         f"{sorted(DATASET_DEFAULTS)} or folder:PATH")
-    return dict(DATASET_DEFAULTS[key])
+                         f"{', '.join(k for k in DATASET_KEYS if k != 'folder')} or folder:PATH")
+    if key not in recipes:
+        raise ValueError(f"this method has no recipe for {dataset!r}")
+    recipe = dict(recipes[key])
+    if "options" in recipe:
+        recipe["options"] = dict(recipe["options"])
+    return recipe
 
 
 @dataclass
 class TrainConfig:
     """Every setting of a run; `None` fields are filled from the recipe by `resolved()`.
 
-    Saved as the run's `config.json` and read back by `--resume` and the exporters.
+    Saved as the run's `config.json` and read back by `--resume` and the exporters. `options`
+    holds the method's own settings (all of them once resolved).
     """
 
     method: str = "mixem"
@@ -60,82 +60,102 @@ class TrainConfig:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    optimizer: str = "adam"
+    optimizer: str | None = None
     momentum: float = 0.9
     weight_decay: float | None = None
     weight_decay_mode: str = "coupled"
-    constant_epochs: int | None = None
-    temperature: float = 0.5
-    projection_dim: int = 32
-    num_components: int | None = None
-    embedding_dim: int = 32
-    sharpening: str = "max"
-    term_weights: dict = field(default_factory=dict)
-    start_epochs: dict = field(default_factory=dict)
     init_from: str | None = None
     seed: int = 0
     precision: str = "float32"
     strategy: str = "default"
     readout_settings: str = "official"
-    extra: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
 
     CHOICES = {
-        "optimizer": ("adam", "sgd"),
+        "optimizer": ("adam", "sgd", None),
         "weight_decay_mode": ("coupled", "decoupled"),
         "precision": ("float32", "mixed_bfloat16", "mixed_float16"),
         "strategy": ("default", "mirrored", "multiworker"),
         "readout_settings": ("official", "sklearn"),
-        "sharpening": ("max", "entropy"),
         "train_on": ("whole", "train", None),
         "evaluate_on": ("test", "all", None),
     }
+    INTEGERS = ("epochs", "batch_size", "image_size", "backbone_width", "clusters", "seed")
+    NUMBERS = ("lr", "momentum", "weight_decay")
+    STRINGS = ("method", "dataset")
+
+    @classmethod
+    def fields(cls) -> set:
+        return {f.name for f in dataclasses.fields(cls)}
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown settings {unknown}; valid: {sorted(known)}")
-        return cls(**values)
+        """Settings from a dict (a --config file, flags): the shared fields, the method's
+        options nested under "options" or given at the top level by name."""
+        if not isinstance(values, dict):
+            raise ValueError(f"settings must be a JSON object, got {values!r}")
+        values = dict(values)
+        options = values.pop("options", None) or {}
+        if not isinstance(options, dict):
+            raise ValueError(f"options must be a JSON object, got {options!r}")
+        options = {**{k: values.pop(k) for k in list(values) if k not in cls.fields()},
+                   **options}
+        return cls(**values, options=options)
+
+    @classmethod
+    def from_saved(cls, settings: dict) -> "TrainConfig":
+        """The settings of a run's `config.json`, including runs saved before methods owned
+        their options (whose MIX'EM/SimCLR settings sat at the top level)."""
+        from mixem_tf.methods import method_class
+
+        settings = dict(settings)
+        if any(k in settings for k in (*LEGACY_OPTIONS, "extra")):
+            names = method_class(settings.get("method", "mixem")).Options.fields()
+            legacy = {k: settings.pop(k) for k in LEGACY_OPTIONS if k in settings}
+            options = {k: v for k, v in {**legacy, **settings.pop("extra", {})}.items()
+                       if k in names}
+            settings["options"] = {**options, **settings.get("options", {})}
+        return cls.from_dict(settings)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def resolved(self) -> "TrainConfig":
-        """A copy with recipe defaults filled in and every value checked."""
-        from mixem_tf.data import paper_protocol
-        from mixem_tf.methods.mixem import check_term_settings
+        """A copy with the recipe's defaults filled in and every value checked."""
+        from mixem_tf.methods import method_class
 
+        self._check_types()
+        method = method_class(self.method)
+        recipe = method.recipe(self.dataset)
+        recipe_options = recipe.pop("options", {})
         values = self.to_dict()
-        recipe = recipe_defaults(self.dataset)
-        recipe_weights = recipe.pop("term_weights", {})
-        if self.method == "mixem":  # the recipe's MIX'EM term weights, the user's on top
-            check_term_settings(self.term_weights, self.start_epochs)
-            values["term_weights"] = {**recipe_weights, **self.term_weights}
         for key, value in recipe.items():
-            if values.get(key) is None:
+            if values[key] is None:
                 values[key] = value
-        protocol = paper_protocol(self.method)
-        values["train_on"] = values["train_on"] or protocol["train_on"]
-        values["evaluate_on"] = values["evaluate_on"] or protocol["evaluate_on"]
+        for key, value in method.protocol.items():
+            values[key] = values[key] or value
+        if values["dataset"].startswith("folder:"):
+            path = values["dataset"][len("folder:"):]
+            values["dataset"] = "folder:" + str(Path(path).expanduser().absolute())
+        options = dict(recipe_options)
+        for key, value in self.options.items():
+            both_dicts = isinstance(value, dict) and isinstance(options.get(key), dict)
+            options[key] = {**options[key], **value} if both_dicts else value
+        values["options"] = method.Options.from_dict(options, self.method).to_dict()
         config = TrainConfig(**values)
         config.validate()
         return config
-
-    INTEGERS = ("epochs", "batch_size", "image_size", "backbone_width", "clusters",
-                "constant_epochs", "projection_dim", "num_components", "embedding_dim", "seed")
-    NUMBERS = ("lr", "momentum", "weight_decay", "temperature")
-    DICTS = ("term_weights", "start_epochs", "extra")
 
     def _check_types(self) -> None:
         """ValueError naming a setting of the wrong type (e.g. text from a --config file)."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         kinds = {**{n: ((int,), "an integer") for n in self.INTEGERS},
                  **{n: ((int, float), "a number") for n in self.NUMBERS},
-                 **{n: ((dict,), "a JSON object") for n in self.DICTS}}
+                 **{n: ((str,), "a string") for n in self.STRINGS},
+                 "options": ((dict,), "a JSON object")}
         for name, (types, wanted) in kinds.items():
             value = getattr(self, name)
-            if value is None and defaults[name] is None:
+            if value is None and defaults.get(name) is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, types):
                 raise ValueError(f"{name} must be {wanted}, got {value!r}")
@@ -146,12 +166,14 @@ class TrainConfig:
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {[c for c in choices if c]}, "
                                  f"got {getattr(self, name)!r}")
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                    "temperature": self.temperature, "image_size": self.image_size,
+        positive = {"epochs": self.epochs, "lr": self.lr, "image_size": self.image_size,
                     "backbone_width": self.backbone_width}
         for name, value in positive.items():
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.batch_size is not None and self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (contrastive losses compare the "
+                             f"images of a batch), got {self.batch_size}")
         if self.clusters is not None and self.clusters < 2:
             raise ValueError(f"the number of clusters must be at least 2, got {self.clusters}")
         if self.weight_decay is not None and self.weight_decay < 0:

@@ -57,7 +57,7 @@ def load_run(run_dir, flag: str = "--run"):
     latest = checkpoints.latest_checkpoint(run_dir / "checkpoints")
     if latest is None:
         raise ValueError(f"{flag}: {run_dir} has no checkpoint")
-    config = TrainConfig.from_dict(saved["settings"])
+    config = TrainConfig.from_saved(saved["settings"])
     input_shape = tuple(saved["input_shape"])
     model = build_method(config, input_shape, saved["num_clusters"])
     model(np.zeros((2, *input_shape), np.uint8))

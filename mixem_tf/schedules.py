@@ -14,10 +14,12 @@ __all__ = ["ConstantThenCosine"]
 class ConstantThenCosine(keras.optimizers.schedules.LearningRateSchedule):
     """MIX'EM's schedule (METHODS.md §1.3): constant, then cosine annealing stepped per epoch.
 
-    lr(e) = base · ½(1 + cos(π · max(0, e − constant_epochs) / cosine_epochs)) for epoch
-    e = step // steps_per_epoch. With constant_epochs = 10 and cosine_epochs = total epochs this
-    is the official code's `CosineAnnealingLR(T_max=epochs)` stepped at the end of every epoch
-    from epoch 10 on. constant_epochs ≥ total epochs gives a constant rate.
+    lr(e) = base · ½(1 + cos(π · max(0, e + 1 − max(constant_epochs, 1)) / cosine_epochs)) for
+    the 0-based epoch e = step // steps_per_epoch: `constant_epochs` epochs (at least one) at the
+    base rate, then one cosine step per epoch. With constant_epochs = 10 and cosine_epochs =
+    total epochs this is the official loop, whose epochs count from 1 and which steps
+    `CosineAnnealingLR(T_max=epochs)` at the end of every epoch from epoch 10 on. constant_epochs
+    ≥ total epochs gives a constant rate.
     """
 
     def __init__(self, base_lr: float, steps_per_epoch: int, constant_epochs: int = 10,
@@ -34,7 +36,8 @@ class ConstantThenCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         epoch = ops.floor_divide(ops.cast(step, "int32"), self.steps_per_epoch)
-        progress = ops.maximum(ops.cast(epoch - self.constant_epochs, "float32"), 0.0)
+        first_cosine_epoch = max(self.constant_epochs, 1)
+        progress = ops.maximum(ops.cast(epoch + 1 - first_cosine_epoch, "float32"), 0.0)
         cosine = 0.5 * (1.0 + ops.cos(math.pi * progress / self.cosine_epochs))
         return self.base_lr * cosine
 

@@ -1,7 +1,8 @@
 """The one training loop every method uses: data → model → fit → checkpoints → read-outs.
 
-`train_run` validates everything it can before it touches the disk (dataset, method, K, batch
-size, the output folder), then writes the run directory:
+`train_run` validates everything it can before it touches the disk (settings, dataset, K, batch
+size, the output folder, and the model itself, built before anything is written), then writes
+the run directory:
 
     runs/NAME/config.json      every setting, library versions, backend
     runs/NAME/checkpoints/     model + optimiser after every epoch (atomic), checkpoint.json
@@ -25,15 +26,14 @@ import numpy as np
 import keras
 
 from mixem_tf import checkpoints
-from mixem_tf.callbacks import (ComponentMonitor, EpochCheckpoint, EpochCounter, HistoryCSV,
-                                NonFiniteLossError, StopOnNonFiniteLoss, Throughput)
+from mixem_tf.callbacks import (EpochCheckpoint, HistoryCSV, MethodHooks, NonFiniteLossError,
+                                StopOnNonFiniteLoss, Throughput)
 from mixem_tf.cluster import readout_table
 from mixem_tf.feeding import EpochBatches
-from mixem_tf.methods import METHODS, build_method
+from mixem_tf.methods import build_method, method_class
 from mixem_tf.recipes import TrainConfig
 from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config, readout_key
 from mixem_tf.report import format_table
-from mixem_tf.schedules import ConstantThenCosine
 from mixem_tf.versions import library_versions
 
 __all__ = ["RunResult", "evaluate_run", "make_optimizer", "readout_report",
@@ -61,13 +61,21 @@ def _check_writable(out_dir: Path) -> None:
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot create {out_dir}: {ancestor} is not a writable folder")
+        raise PermissionError(f"--out {out_dir}: cannot create it ({ancestor} is not a "
+                              "writable folder)")
+
+
+def _is_unstarted_run(out_dir: Path) -> bool:
+    """A run folder whose start was refused or killed before its first checkpoint."""
+    return ((out_dir / CONFIG_FILE).is_file()
+            and checkpoints.latest_checkpoint(out_dir / "checkpoints") is None)
 
 
 def _check_new_run_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} exists and is not a folder")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+    if (out_dir.exists() and any(out_dir.iterdir()) and not overwrite
+            and not _is_unstarted_run(out_dir)):
         raise ValueError(f"--out {out_dir} already exists; pass --overwrite to replace it "
                          "or --resume to continue it")
     _check_writable(out_dir)
@@ -78,7 +86,7 @@ def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
     kept on another disk) stays a link: its target is emptied or created, never the link
     removed."""
     target = out_dir.resolve()
-    if overwrite and target.is_dir():
+    if (overwrite or _is_unstarted_run(target)) and target.is_dir():
         for entry in target.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -106,9 +114,9 @@ def load_backbone(model, run_dir) -> None:
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int):
-    """The run's optimiser with its learning-rate schedule and weight-decay mode (§5.3)."""
-    schedule = ConstantThenCosine(config.lr, steps_per_epoch, config.constant_epochs,
-                                  cosine_epochs=config.epochs)
+    """The run's optimiser with its method's learning-rate schedule and the weight-decay mode
+    (§5.3)."""
+    schedule = method_class(config.method).learning_rate(config, steps_per_epoch)
     decoupled = config.weight_decay if config.weight_decay_mode == "decoupled" else None
     if config.optimizer == "adam":
         return keras.optimizers.Adam(schedule, weight_decay=decoupled)
@@ -195,11 +203,9 @@ def _training_data(images, config, strategy: _Strategy, start_epoch: int):
 def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, images):
     guard = StopOnNonFiniteLoss()
     throughput = Throughput(config.batch_size)
-    callbacks = [EpochCounter(), guard, throughput]
-    if "pi" in model.feature_names:
-        callbacks.append(ComponentMonitor(images[:2048], out_dir / "occupancy.jsonl"
-                                          if strategy.is_chief else None))
-    callbacks.append(EpochCheckpoint(out_dir / "checkpoints", guard))
+    callbacks = [MethodHooks(), guard, throughput,
+                 *model.monitors(images, out_dir if strategy.is_chief else None),
+                 EpochCheckpoint(out_dir / "checkpoints", guard)]
     if strategy.is_chief:
         callbacks.append(HistoryCSV(out_dir / "history.csv"))
         try:
@@ -233,15 +239,18 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
 
     out_dir = Path(out_dir)
     if resume:
-        saved = load_run_config(out_dir)
-        config = TrainConfig.from_dict(saved["settings"])
-        if epochs is not None:
-            config.epochs = epochs
+        saved = load_run_config(out_dir, flag="--resume")
+        config = TrainConfig.from_saved(saved["settings"])
         if checkpoints.latest_checkpoint(out_dir / "checkpoints") is None:
-            raise ValueError(f"--resume: {out_dir} has no checkpoint yet; start it again instead")
+            raise ValueError(f"--resume: {out_dir} has no checkpoint yet; start it again "
+                             "(without --resume)")
+        done = int(checkpoints.latest_checkpoint(out_dir / "checkpoints")[1]["epoch"])
+        if epochs is not None:
+            if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+                raise ValueError(f"--epochs must be a positive integer, got {epochs}")
+            if epochs > done:  # a new target; one at or below `done` leaves nothing to train
+                config.epochs = epochs
     else:
-        if config.method not in METHODS:
-            raise ValueError(f"unknown method {config.method!r}; choose from {sorted(METHODS)}")
         config = config.resolved()
         _check_new_run_dir(out_dir, overwrite)
         if config.init_from:
@@ -253,23 +262,11 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         data_dir=config.data_dir,
         image_size=config.image_size if config.dataset.startswith("folder:") else None,
     )
-    num_clusters = config.clusters or train.num_classes or evaluation.num_classes
-    if num_clusters is None:
-        raise ValueError(f"{config.dataset} has no labels to count classes: pass --clusters K")
+    num_clusters = _number_of_clusters(config, train, evaluation)
     if config.batch_size > len(train):
         raise ValueError(f"batch size {config.batch_size} is larger than the training data "
                          f"({len(train)} images)")
     _check_batch_split(config, strategy)
-
-    if not resume:
-        prepare_run_dir(out_dir, overwrite)
-        checkpoints.write_json_atomic(out_dir / CONFIG_FILE, {
-            "settings": config.to_dict(), "num_clusters": num_clusters,
-            "input_shape": list(train.image_shape), "backend": keras.backend.backend(),
-            "versions": library_versions(),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "train_images": len(train), "evaluation_images": len(evaluation),
-        })
 
     keras.utils.set_random_seed(config.seed)
     if deterministic and keras.backend.backend() == "tensorflow":
@@ -280,27 +277,46 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         keras.mixed_precision.set_dtype_policy(config.precision)
 
     steps_per_epoch = len(train) // config.batch_size
-    with strategy.scope():
+    with strategy.scope():  # built before anything is written: it checks the architecture
         model = build_method(config, train.image_shape, num_clusters)
         model.compile(optimizer=make_optimizer(config, steps_per_epoch))
         model(train.images[:2])  # builds every layer
         model.optimizer.build(model.trainable_variables)
 
+    if resume:
+        _save_epoch_target(out_dir, saved, config.epochs)
+    else:
+        prepare_run_dir(out_dir, overwrite)
+        checkpoints.write_json_atomic(out_dir / CONFIG_FILE, {
+            "settings": config.to_dict(), "num_clusters": num_clusters,
+            "input_shape": list(train.image_shape), "backend": keras.backend.backend(),
+            "versions": library_versions(),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "train_images": len(train), "evaluation_images": len(evaluation),
+        })
+
     initial_epoch = 0
-    if config.init_from and not resume:
-        load_backbone(model, config.init_from)
-        print(f"backbone initialised from {config.init_from}", file=sys.stderr)
     if resume:
         path, record = checkpoints.latest_checkpoint(out_dir / "checkpoints")
         checkpoints.restore(path, model, model.optimizer)
         initial_epoch = int(record["epoch"])
-        print(f"resuming {out_dir} after epoch {initial_epoch} of {config.epochs}",
-              file=sys.stderr)
+        if initial_epoch >= (epochs or config.epochs):
+            print(f"{out_dir} has already trained {initial_epoch} epochs"
+                  f"{f' (--epochs {epochs})' if epochs else ''}: nothing to train; "
+                  "evaluating its read-outs again", file=sys.stderr)
+        else:
+            print(f"resuming {out_dir} after epoch {initial_epoch} of {config.epochs}",
+                  file=sys.stderr)
+    else:
+        if config.init_from:
+            load_backbone(model, config.init_from)
+            print(f"backbone initialised from {config.init_from}", file=sys.stderr)
+        model.initialize_state(train.images)
 
     callbacks, guard, throughput = _callbacks(out_dir, config, strategy, verbose, model,
                                               train.images)
     history = {}
-    if initial_epoch < config.epochs:
+    if initial_epoch < min(epochs or config.epochs, config.epochs):
         data, steps = _training_data(train.images, config, strategy, initial_epoch)
         fitted = model.fit(data, epochs=config.epochs, initial_epoch=initial_epoch,
                            steps_per_epoch=steps, shuffle=False, callbacks=callbacks,
@@ -317,6 +333,35 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     result.readouts = evaluate_run(model, evaluation, num_clusters, config,
                                    write_to=out_dir if strategy.is_chief else None)
     return result
+
+
+def _number_of_clusters(config, train, evaluation) -> int:
+    """K: `--clusters`, else the dataset's class count; checked against the data."""
+    if config.clusters:
+        num_clusters, source = config.clusters, "--clusters"
+    else:
+        num_clusters = train.num_classes or evaluation.num_classes
+        if num_clusters is None:
+            raise ValueError(f"{config.dataset} has no labels to count classes: pass "
+                             "--clusters K")
+        source = (f"the {num_clusters} sub-folder(s) of {config.dataset[len('folder:'):]}"
+                  if config.dataset.startswith("folder:")
+                  else f"the {num_clusters} classes of {config.dataset}")
+        if num_clusters < 2:
+            raise ValueError(f"K = {num_clusters} comes from {source}: clustering needs at "
+                             "least 2; pass --clusters K")
+    smallest = min(len(train), len(evaluation))
+    if num_clusters > smallest:
+        raise ValueError(f"K = {num_clusters} (from {source}) is more clusters than images "
+                         f"({smallest}); pass a smaller --clusters")
+    return num_clusters
+
+
+def _save_epoch_target(out_dir: Path, saved: dict, epochs: int) -> None:
+    """A longer target given at --resume becomes the run's own (a later --resume keeps it)."""
+    if epochs != saved["settings"].get("epochs"):
+        saved = {**saved, "settings": {**saved["settings"], "epochs": epochs}}
+        checkpoints.write_json_atomic(out_dir / CONFIG_FILE, saved)
 
 
 def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None):

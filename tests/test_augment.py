@@ -13,6 +13,8 @@ from PIL import Image
 from scipy import ndimage
 
 from mixem_tf import augment as A
+from mixem_tf.methods import MixEM, SimCLR
+from mixem_tf.methods.augmentation import DIGITS_CROP_SCALE, PIPELINES, view_config
 
 pytestmark = pytest.mark.core
 
@@ -115,41 +117,41 @@ def test_config_validation():
     for kwargs in bad:
         with pytest.raises(ValueError):
             A.AugmentConfig(**{"size": 32, **kwargs})
-    cfg = A.preset("mice", "stl10")
+    cfg = view_config("mice", "stl10")
     assert A.AugmentConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError):
         A.AugmentConfig.from_dict({**cfg.to_dict(), "colour": 1})
 
 
 def test_presets_follow_methods_md():
-    for method in A.METHODS:
+    for method in PIPELINES:
         for dataset in ("stl10", "cifar10", "cifar100_20", "mnist", "fashion_mnist", "digits"):
-            cfg = A.preset(method, dataset)
+            cfg = view_config(method, dataset)
             if dataset in ("mnist", "fashion_mnist", "digits"):
                 assert cfg.saturation == cfg.hue == cfg.gray_prob == 0.0 and len(cfg.mean) == 1
             assert cfg.flip == (dataset not in ("mnist", "digits"))
-    mixem = A.preset("mixem", "stl10")
-    assert A.preset("simclr", "stl10") == mixem
+    mixem = view_config("simclr", "stl10")
+    assert MixEM.augmentation("stl10") == SimCLR.augmentation("stl10") == mixem
     assert (mixem.size, mixem.crop_scale, mixem.jitter_prob, mixem.blur_kernel_size) == \
         ((96, 96), (0.08, 1.0), 0.8, 9)
     assert (mixem.brightness, mixem.hue, mixem.mean, mixem.std) == (0.8, 0.2, (0.0,), (1.0,))
-    assert A.preset("mixem", "cifar10").std == (0.2023, 0.1994, 0.2010)
-    assert A.preset("mixem", "cifar100_20").mean == (0.507, 0.487, 0.441)
-    mice = A.preset("mice", "cifar10")
+    assert view_config("simclr", "cifar10").std == (0.2023, 0.1994, 0.2010)
+    assert view_config("simclr", "cifar100_20").mean == (0.507, 0.487, 0.441)
+    mice = view_config("mice", "cifar10")
     assert (mice.order, mice.crop_scale, mice.jitter_prob, mice.hue, mice.blur_prob) == \
         ("mice", (0.2, 1.0), 1.0, 0.4, 0.0)
     assert mice.std == (0.2470, 0.2435, 0.2616)
-    assert A.preset("mice", "stl10").mean == (0.4409, 0.4279, 0.3868)
-    anchor = A.preset("anchor", "cifar10")
+    assert view_config("mice", "stl10").mean == (0.4409, 0.4279, 0.3868)
+    anchor = view_config("cdec", "cifar10")
     assert (anchor.brightness, anchor.hue, anchor.blur_enabled, anchor.mean) == \
         (0.4, 0.1, False, (0.0,))
-    assert A.preset("anchor", "cifar10", image_size=224).size == (224, 224)
-    assert A.preset("mixem", "digits").crop_scale == A.DIGITS_CROP_SCALE
-    assert not A.preset("mixem", "digits").blur_enabled
-    assert A.preset("mixem", "folder:/data/x", image_size=(48, 64)).size == (48, 64)
-    for args in [("mixem", "folder:/data/x"), ("byol", "cifar10"), ("mixem", "imagenet")]:
+    assert view_config("cdec", "cifar10", image_size=224).size == (224, 224)
+    assert view_config("simclr", "digits").crop_scale == DIGITS_CROP_SCALE
+    assert not view_config("simclr", "digits").blur_enabled
+    assert view_config("simclr", "folder:/data/x", image_size=(48, 64)).size == (48, 64)
+    for args in [("simclr", "folder:/data/x"), ("byol", "cifar10"), ("simclr", "imagenet")]:
         with pytest.raises(ValueError):
-            A.preset(*args)
+            view_config(*args)
 
 
 # ---------------------------------------------------------------- ops vs references
@@ -333,12 +335,12 @@ def test_probabilities():
 
 
 # Layer tests use batch size 1 (the classic crash) and few input shapes.
-@pytest.mark.parametrize("method,dataset", [("mixem", "mnist"), ("mice", "cifar10"),
-                                            ("mixem", "cifar10"), ("anchor", "cifar10"),
+@pytest.mark.parametrize("method,dataset", [("simclr", "mnist"), ("mice", "cifar10"),
+                                            ("simclr", "cifar10"), ("cdec", "cifar10"),
                                             ("mice", "digits")])
 def test_augmenter_shapes_dtypes_ranges(method, dataset):
     n = 1
-    cfg = A.preset(method, dataset)
+    cfg = view_config(method, dataset)
     h, w = cfg.size
     c = 1 if dataset in ("mnist", "digits") else 3
     x = uint8_images(n, h, w, c)
@@ -368,11 +370,11 @@ def test_channel_conversion_and_resize():
     with pytest.raises(ValueError):
         A.preprocess(uint8_images(1, 8, 8, 2), A.AugmentConfig(size=8))
     with pytest.raises(ValueError):
-        A.Augmenter(A.preset("mixem", "cifar10"))(grey)  # 3-value mean on a grey batch
+        A.Augmenter(view_config("simclr", "cifar10"))(grey)  # 3-value mean on a grey batch
 
 
 def test_seeded_determinism_and_serialisation():
-    cfg = A.preset("mixem", "cifar10")
+    cfg = view_config("simclr", "cifar10")
     x = uint8_images(1, 32, 32, 3)
     a, b, c = A.Augmenter(cfg, seed=7), A.Augmenter(cfg, seed=7), A.Augmenter(cfg, seed=8)
     a1, a2 = np_(a(x)), np_(a(x))
@@ -396,7 +398,7 @@ class Preprocess(keras.layers.Layer):
 
 def test_augmenter_and_preprocess_inside_compiled_predict():
     """model.predict traces and compiles the call (tf.function / jax.jit)."""
-    cfg = A.preset("mixem", "cifar10")
+    cfg = view_config("simclr", "cifar10")
     clean_cfg = dataclasses.replace(cfg, size=(40, 40))
     inputs = keras.Input((32, 32, 3), dtype="uint8")
     augmenter = A.Augmenter(cfg, seed=0)

@@ -1,4 +1,4 @@
-"""bench.mixem_compare's aggregation: summary rows and seed-paired differences, worked by hand."""
+"""bench.methods_compare's aggregation: summary rows and seed-paired differences, worked by hand."""
 
 import pytest
 
@@ -20,7 +20,7 @@ def runs():
 
 
 def test_summary_marks_the_current_default_and_averages_every_seed(runs):
-    from bench.mixem_compare import summary_rows
+    from bench.methods_compare import summary_rows
 
     rows = {row["read-out"]: row for row in summary_rows("mixem", runs[0], [10.0, 30.0])}
     assert rows["kmeans z l2"]["method"] == "mixem *"  # MixEM.default_readout
@@ -33,7 +33,7 @@ def test_summary_marks_the_current_default_and_averages_every_seed(runs):
 
 
 def test_paired_differences_use_shared_seeds_and_count_wins(runs):
-    from bench.mixem_compare import paired_rows
+    from bench.methods_compare import paired_rows
 
     rows = {row["comparison"]: row for row in paired_rows("mixem", runs[0], "simclr", runs[1])}
     # seed 2 has no MIX'EM run, so it is left out of both comparisons
@@ -45,7 +45,7 @@ def test_paired_differences_use_shared_seeds_and_count_wins(runs):
 
 
 def test_settings_can_be_scoped_to_one_method():
-    from bench.mixem_compare import _setting, settings_for
+    from bench.methods_compare import _setting, settings_for
 
     given = [_setting("image_size=16"), _setting("mixem:num_components=20"),
              _setting("simclr:projection_dim=64"), _setting("dataset=fashion_mnist")]
@@ -63,14 +63,14 @@ def test_settings_can_be_scoped_to_one_method():
 def test_bad_settings_are_named(text, problem):
     import argparse
 
-    from bench.mixem_compare import _setting
+    from bench.methods_compare import _setting
 
     with pytest.raises(argparse.ArgumentTypeError, match=problem):
         _setting(text)
 
 
 def test_seed_placeholder_is_filled_per_run():
-    from bench.mixem_compare import for_seed
+    from bench.methods_compare import for_seed
 
     settings = {"init_from": "runs/simclr-s{seed}", "epochs": 3, "term_weights": {"pull": 0}}
     assert for_seed(settings, 4) == {"init_from": "runs/simclr-s4", "epochs": 3,
@@ -79,7 +79,7 @@ def test_seed_placeholder_is_filled_per_run():
 
 
 def test_a_missing_init_from_run_is_named_before_anything_runs(tmp_path, capsys):
-    from bench.mixem_compare import main
+    from bench.methods_compare import main
 
     with pytest.raises(SystemExit) as stop:
         main(["--dataset", "digits", "--epochs", "1", "--seeds", "0", "1", "--methods", "mixem",

@@ -10,11 +10,9 @@ import pytest
 from mixem_tf.data import (
     CIFAR100_TO_20,
     DATASET_NAMES,
-    PAPER_PROTOCOLS,
     dataset_info,
     load_dataset,
     load_protocol,
-    paper_protocol,
 )
 from mixem_tf.data.tfds_source import CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES
 
@@ -108,21 +106,11 @@ def test_digits():
 
 
 def test_digits_protocols_use_the_whole_set_on_both_sides():
-    for method in PAPER_PROTOCOLS:
-        train, evaluation = load_protocol("digits", **paper_protocol(method))
+    for evaluate_on in ("test", "all"):
+        train, evaluation = load_protocol("digits", train_on="whole", evaluate_on=evaluate_on)
         assert train is evaluation and len(train) == 1797
     train, evaluation = load_protocol("digits", train_on="train", evaluate_on="test")
     assert len(train) == len(evaluation) == 1797
-
-
-def test_paper_protocols():
-    assert paper_protocol("mixem") == {"train_on": "whole", "evaluate_on": "test"}
-    assert paper_protocol("MIX'EM") == paper_protocol("mixem")
-    assert paper_protocol("simclr") == {"train_on": "whole", "evaluate_on": "test"}
-    assert paper_protocol("mice") == {"train_on": "whole", "evaluate_on": "all"}
-    assert paper_protocol("anchor") == {"train_on": "whole", "evaluate_on": "all"}
-    with pytest.raises(ValueError, match="known: mixem, simclr, mice, anchor"):
-        paper_protocol("scan")
 
 
 def test_protocol_argument_errors():
@@ -139,7 +127,7 @@ def test_protocol_argument_errors():
     reason="Debian Fashion-MNIST files not installed",
 )
 def test_fashion_mnist_protocols_from_idx_files():
-    train, evaluation = load_protocol("fashion_mnist", **paper_protocol("mixem"))
+    train, evaluation = load_protocol("fashion_mnist", train_on="whole", evaluate_on="test")
     assert len(train) == 70000 and len(evaluation) == 10000 and evaluation.split == "test"
     train, evaluation = load_protocol("fashion_mnist", train_on="train", evaluate_on="all")
     assert len(train) == 60000 and len(evaluation) == 70000

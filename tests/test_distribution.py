@@ -105,7 +105,7 @@ import numpy as np
 import tensorflow as tf
 
 import mixem_tf.methods.mixem as mixem_module
-from mixem_tf.augment import Augmenter, preset
+from mixem_tf.augment import Augmenter
 from mixem_tf.backbones import build_backbone
 from mixem_tf.data import load_dataset
 from mixem_tf.losses import NTXentLoss
@@ -118,7 +118,7 @@ METHODS = {"simclr": SimCLR, "mixem": MixEM}
 def build(method):
     keras.utils.set_random_seed(0)
     backbone = build_backbone("convnet", (8, 8, 1), width=8)
-    model = METHODS[method](backbone, preset(method, "digits"), num_clusters=10,
+    model = METHODS[method](backbone, METHODS[method].augmentation("digits"), num_clusters=10,
                             coupled_weight_decay=1e-3, seed=0)
     model(np.zeros((2, 8, 8, 1), np.uint8))  # builds every layer
     return model
@@ -129,7 +129,8 @@ def loss_and_gradients(model, view_a, view_b):
     # replica, instead of each replica's own batch statistics (which are not those of the
     # global batch); the loss itself, and so the gathering across replicas, is unchanged.
     with tf.GradientTape() as tape:
-        outputs = [model.forward(view_a, training=False), model.forward(view_b, training=False)]
+        outputs = {"a": model.forward(view_a, training=False),
+                   "b": model.forward(view_b, training=False)}
         loss = model.compute_loss(y_pred=outputs, training=True)
     return loss, tape.gradient(loss, model.trainable_variables)
 
@@ -146,7 +147,7 @@ for method in METHODS:
     single.set_weights(distributed.get_weights())
 
     # The views are made once, outside both models: augmentation randomness plays no part.
-    augmenter = Augmenter(preset(method, "digits"), seed=1)
+    augmenter = Augmenter(METHODS[method].augmentation("digits"), seed=1)
     views = [keras.ops.convert_to_numpy(augmenter(images)) for _ in range(2)]
 
     def replica_slices(context):

@@ -110,7 +110,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
     (["--optimizer", "lamb"], "optimizer must be one of"),
     (["--epochs", "0"], "epochs must be positive"),
     (["--backbone-width", "0"], "backbone_width must be positive"),
-    (["--term-weights", "3"], "term weights must be a JSON object"),
+    (["--term-weights", "3"], "term_weights must be a JSON object, got 3"),
     (["--term-weights", '{"pull": "a"}'], "term weight 'pull' must be a number >= 0"),
     (["--term-weights", '{"pul": 0.1}'], "unknown MIX'EM terms ['pul']"),
     (["--start-epochs", '{"pull": -1}'], "start epochs must be ints >= 0"),

@@ -177,6 +177,7 @@ def test_readout_table_has_every_mixem_readout_and_one_default():
     labels = np.repeat(np.arange(3), 20)
     h = rng.normal(size=(60, 5)) + labels[:, None] * 5
     rows = cluster.readout_table({"h": h}, labels, 3, components=labels,
+                                 assignments=[("pi", "mixture_argmax", labels)],
                                  default={"feature": "h", "normalize": True,
                                           "clustering": "kmeans_component_init"})
     kinds = {(r["feature"], r["normalize"], r["clustering"]) for r in rows}
@@ -200,11 +201,11 @@ def test_mixem_on_digits_uses_its_components_and_beats_pixel_kmeans(tmp_path):
     pixel_acc = cluster_accuracy(digits.labels, pixels.labels)
     # 16 epochs (112 steps): at 8 the learned read-outs were within 0.01-0.03 of pixels.
     config = TrainConfig(dataset="digits", epochs=16, batch_size=256, readout_settings="sklearn",
-                         extra={"hidden_dim": 128})
+                         options={"hidden_dim": 128})
     result = train_run(config, tmp_path / "r", verbose=0)
     history = result.history
-    assert history["components_used"][-1] >= 8
-    assert history["largest_component"][-1] < 0.5
+    assert history["clusters_used"][-1] >= 8
+    assert history["largest_cluster"][-1] < 0.5
     default = next(r for r in result.readouts if r["default"])
     assert (default["feature"], default["normalize"]) == ("z", True)
     assert default["acc"] > pixel_acc + 0.03, (default["acc"], pixel_acc)
@@ -216,8 +217,8 @@ def test_start_epochs_switch_a_term_on_at_its_epoch(tmp_path):
     from mixem_tf.training import train_run
 
     config = TrainConfig(dataset="digits", epochs=3, batch_size=256, readout_settings="sklearn",
-                         backbone_width=8, start_epochs={"pull": 1, "push": 2},
-                         extra={"hidden_dim": 32})
+                         backbone_width=8,
+                         options={"start_epochs": {"pull": 1, "push": 2}, "hidden_dim": 32})
     history = train_run(config, tmp_path / "r", verbose=0).history
     assert history["pull"][0] == 0 and history["pull"][1] > 0 and history["pull"][2] > 0
     assert history["push"][0] == history["push"][1] == 0 and history["push"][2] < 0
@@ -225,27 +226,31 @@ def test_start_epochs_switch_a_term_on_at_its_epoch(tmp_path):
 
 
 def test_start_epochs_must_be_known_terms_and_non_negative():
-    from mixem_tf.augment import preset
     from mixem_tf.backbones import build_backbone
     from mixem_tf.methods import MixEM
 
     backbone = build_backbone("convnet", (8, 8, 1), width=8)
     with pytest.raises(ValueError, match="unknown MIX'EM terms"):
-        MixEM(backbone, preset("mixem", "digits"), num_clusters=10, start_epochs={"pul": 1})
+        MixEM(backbone, MixEM.augmentation("digits"), num_clusters=10,
+              options={"start_epochs": {"pul": 1}})
     with pytest.raises(ValueError, match="start epochs must be ints >= 0"):
-        MixEM(backbone, preset("mixem", "digits"), num_clusters=10, start_epochs={"pull": -1})
+        MixEM(backbone, MixEM.augmentation("digits"), num_clusters=10,
+              options={"start_epochs": {"pull": -1}})
 
 
 def test_small_recipes_weaken_pull_push_and_the_user_has_the_last_word():
     from mixem_tf.methods.mixem import TERM_WEIGHTS
     from mixem_tf.recipes import TrainConfig
 
-    small = TrainConfig(dataset="digits").resolved()
-    assert small.term_weights == {"pull": 0.01, "push": 0.005}
+    def weights(**settings):
+        return TrainConfig.from_dict(settings).resolved().options["term_weights"]
+
+    assert weights(dataset="digits") == {"pull": 0.01, "push": 0.005}
     assert TERM_WEIGHTS["pull"] == 0.1 and TERM_WEIGHTS["push"] == 0.05  # official, unchanged
-    official = TrainConfig(dataset="fashion_mnist", term_weights={"pull": 0.1, "push": 0.05})
-    assert official.resolved().term_weights == {"pull": 0.1, "push": 0.05}
-    partial = TrainConfig(dataset="mnist", term_weights={"entropy": 1.0, "pull": 0.2})
-    assert partial.resolved().term_weights == {"entropy": 1.0, "pull": 0.2, "push": 0.005}
-    assert TrainConfig(dataset="stl10").resolved().term_weights == {}  # the paper's recipe
-    assert TrainConfig(dataset="digits", method="simclr").resolved().term_weights == {}
+    assert weights(dataset="fashion_mnist", term_weights={"pull": 0.1, "push": 0.05}) == \
+        {"pull": 0.1, "push": 0.05}
+    assert weights(dataset="mnist", options={"term_weights": {"entropy": 1.0, "pull": 0.2}}) == \
+        {"entropy": 1.0, "pull": 0.2, "push": 0.005}
+    assert weights(dataset="stl10") == {}  # the paper's recipe
+    simclr = TrainConfig(dataset="digits", method="simclr").resolved()
+    assert "term_weights" not in simclr.options

@@ -15,14 +15,25 @@ from mixem_tf.schedules import ConstantThenCosine
 pytestmark = pytest.mark.core
 
 
-def test_constant_then_cosine_matches_the_official_schedule():
-    # PyTorch: constant through epoch 10, then CosineAnnealingLR(T_max=200) stepped per epoch.
-    schedule = ConstantThenCosine(1e-4, steps_per_epoch=5, constant_epochs=10, cosine_epochs=200)
-    for epoch in (0, 9, 10, 11, 100, 199):
-        k = max(0, epoch - 10)
-        expected = 1e-4 * 0.5 * (1 + math.cos(math.pi * k / 200))
-        assert float(schedule(epoch * 5 + 3)) == pytest.approx(expected, rel=1e-5)
-    assert float(schedule(0)) == float(schedule(10 * 5 + 4)) == pytest.approx(1e-4)
+def _official_learning_rates(base, epochs, warmup=10):
+    """Each epoch's learning rate in MIX'EM's train.py loop: epochs counted from 1, and
+    CosineAnnealingLR(T_max=epochs) (closed form) stepped after every epoch >= `warmup`."""
+    steps, rates = 0, []
+    for epoch_counter in range(1, epochs + 1):
+        rates.append(base * (1 + math.cos(math.pi * steps / epochs)) / 2)
+        if epoch_counter >= warmup:
+            steps += 1
+    return rates
+
+
+@pytest.mark.parametrize("epochs", [200, 25, 10])
+def test_constant_then_cosine_matches_a_simulation_of_the_official_loop(epochs):
+    schedule = ConstantThenCosine(1e-4, steps_per_epoch=5, constant_epochs=10,
+                                  cosine_epochs=epochs)
+    for epoch, expected in enumerate(_official_learning_rates(1e-4, epochs)):
+        for step in (epoch * 5, epoch * 5 + 4):
+            assert float(schedule(step)) == pytest.approx(expected, rel=1e-5), epoch
+    assert sum(rate == 1e-4 for rate in _official_learning_rates(1e-4, epochs)) == 10
 
 
 def test_schedule_rejects_bad_values():
@@ -122,11 +133,11 @@ def _pi(assignments, components=4):
 
 
 def test_component_monitor_logs_occupancy_and_warns_only_when_collapse_persists(tmp_path, capsys):
-    from mixem_tf.callbacks import ComponentMonitor
+    from mixem_tf.callbacks import ClusterSizeMonitor
 
     healthy, collapsed = _pi([0, 1, 2, 3, 0, 1, 2, 3]), _pi([2, 2, 2, 2, 2, 2, 0, 1])
     epochs = [collapsed, healthy, collapsed, collapsed, healthy, collapsed]
-    monitor = ComponentMonitor(images=None, path=tmp_path / "occupancy.jsonl")
+    monitor = ClusterSizeMonitor(images=None, feature="pi", path=tmp_path / "occupancy.jsonl")
     monitor.set_model(_FixedMixture(epochs))
     monitor.set_params({"epochs": len(epochs)})
     warned, logs_seen = [], []
@@ -137,8 +148,8 @@ def test_component_monitor_logs_occupancy_and_warns_only_when_collapse_persists(
         warned.append("warning: epoch" in capsys.readouterr().err)
     # one collapsed epoch alone is quiet; two in a row warn; the last epoch always reports
     assert warned == [False, False, False, True, False, True]
-    assert logs_seen[0] == {"largest_component": 0.75, "components_used": 3.0}
-    assert logs_seen[1] == {"largest_component": 0.25, "components_used": 4.0}
+    assert logs_seen[0] == {"largest_cluster": 0.75, "clusters_used": 3.0}
+    assert logs_seen[1] == {"largest_cluster": 0.25, "clusters_used": 4.0}
     lines = [json.loads(line) for line in (tmp_path / "occupancy.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]
     assert lines[0]["occupancy"] == [0.125, 0.125, 0.75, 0.0]
@@ -188,17 +199,19 @@ def test_init_from_needs_a_run_with_a_checkpoint(tmp_path):
     ({"seed": True}, "seed must be an integer, got True"),
     ({"lr": "fast"}, "lr must be a number, got 'fast'"),
     ({"temperature": None}, "temperature must be a number, got None"),
-    ({"method": "simclr", "term_weights": [1]}, "term_weights must be a JSON object"),
+    ({"term_weights": [1]}, "term_weights must be a JSON object"),
+    ({"method": "simclr", "num_components": 3}, "num_components: not a setting of method simclr"),
+    ({"options": [1]}, "options must be a JSON object"),
 ])
 def test_settings_of_the_wrong_type_are_named(settings, problem):
     from mixem_tf.recipes import TrainConfig
 
     with pytest.raises(ValueError, match=re.escape(problem)):
-        TrainConfig(**{"dataset": "digits", **settings}).resolved()
+        TrainConfig.from_dict({"dataset": "digits", **settings}).resolved()
 
 
 def test_settings_of_the_right_type_pass():
     from mixem_tf.recipes import TrainConfig
 
-    config = TrainConfig(dataset="digits", lr=1, clusters=None, extra={"note": "x"}).resolved()
+    config = TrainConfig(dataset="digits", lr=1, clusters=None).resolved()
     assert config.lr == 1 and config.image_size == 8  # an int lr is a number; recipe fills None

@@ -4,23 +4,26 @@
     python -m trainers.fit --out runs/fmnist --resume
     python -m trainers.fit --config my_run.json --epochs 5
 
-Settings come from the method's recipe for the dataset (mixem_tf/recipes.py), then from
---config (a JSON object of TrainConfig fields), then from the flags given here.
+Settings come from the method's recipe for the dataset (its `recipe` in mixem_tf/methods/),
+then from --config (a JSON object of TrainConfig fields and the method's options, at the top
+level or under "options"), then from the flags given here.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from mixem_tf.recipes import TrainConfig
 from mixem_tf.cli import run
+from mixem_tf.methods import METHODS
+from mixem_tf.recipes import TrainConfig
 
 FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the same name
     "dataset": (str, "stl10, cifar10, cifar100_20, mnist, fashion_mnist, digits or folder:PATH"),
-    "method": (str, "mixem (default) or simclr"),
+    "method": (str, "the clustering method: " + ", ".join(sorted(METHODS)) + " (default mixem)"),
     "data_dir": (str, "where the dataset's files are (TFDS data_dir or IDX folder)"),
     "train_on": (str, "whole (train+test) or train; default: the method's paper protocol"),
     "evaluate_on": (str, "test or all; default: the method's paper protocol"),
@@ -30,25 +33,41 @@ FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the 
     "stem": (str, "ResNet stem: cifar or imagenet (default: by image size)"),
     "clusters": (int, "K (default: the dataset's class count)"),
     "epochs": (int, "training epochs"),
-    "batch_size": (int, "global batch size"),
+    "batch_size": (int, "global batch size (at least 2)"),
     "lr": (float, "base learning rate"),
     "optimizer": (str, "adam or sgd"),
     "weight_decay": (float, "weight decay λ"),
     "weight_decay_mode": (str, "coupled (L2 in the loss, as the papers) or decoupled (AdamW)"),
-    "constant_epochs": (int, "epochs at constant LR before cosine annealing"),
-    "temperature": (float, "NT-Xent temperature τ"),
-    "projection_dim": (int, "projection head output size"),
     "seed": (int, "random seed"),
     "precision": (str, "float32, mixed_bfloat16 or mixed_float16"),
     "strategy": (str, "default, mirrored or multiworker"),
     "readout_settings": (str, "K-means budget of the read-outs: official or sklearn"),
-    "num_components": (int, "MIX'EM: mixture components (default: K)"),
-    "embedding_dim": (int, "MIX'EM: component embedding size d (paper: 32)"),
-    "sharpening": (str, "MIX'EM term (ii): max (official code) or entropy (paper)"),
     "init_from": (str, "start the backbone from this run's latest checkpoint (e.g. SimCLR)"),
-    "term_weights": (json.loads, 'MIX\'EM term weights as JSON, e.g. \'{"entropy": 2.0, "pull": 0.1}\''),
-    "start_epochs": (json.loads, 'MIX\'EM first epoch of each term as JSON, e.g. \'{"pull": 10}\''),
 }
+
+
+def option_flags() -> dict:
+    """Every method's own options as flags: name → (type, help naming the methods and their
+    defaults)."""
+    parsers = {int: int, float: float, str: str, dict: json.loads}
+    flags, defaults = {}, {}
+    for method in sorted(METHODS.values(), key=lambda m: m.title):
+        for name, spec in method.Options.fields().items():
+            default = spec.default if spec.default is not dataclasses.MISSING else {}
+            flags.setdefault(name, (parsers[spec.metadata["kind"]], spec.metadata["help"]))
+            defaults.setdefault(name, {})[method.title] = default
+    helps = {}
+    for name, (kind, text) in flags.items():
+        owners = defaults[name]
+        values = set(map(str, owners.values()))
+        shown = (f"default {next(iter(values))}" if len(values) == 1 else "defaults " +
+                 ", ".join(f"{title} {value}" for title, value in owners.items()))
+        helps[name] = (kind, f"{', '.join(owners)}: {text}"
+                       + ("" if values == {"None"} else f" ({shown})"))
+    return helps
+
+
+OPTION_FLAGS = option_flags()
 
 
 def parse_args(argv):
@@ -57,6 +76,10 @@ def parse_args(argv):
     for name, (kind, text) in FLAGS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
                             help=text)
+    group = parser.add_argument_group("method options (each applies to the methods it names)")
+    for name, (kind, text) in OPTION_FLAGS.items():
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
+                           help=text)
     parser.add_argument("--config", type=Path, help="JSON file of settings")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/DATASET-METHOD)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -80,7 +103,8 @@ def config_from_args(args) -> TrainConfig:
             raise ValueError(f"--config {args.config} is not valid JSON ({error})") from None
         if not isinstance(values, dict):
             raise ValueError(f"--config {args.config} must hold a JSON object")
-    values.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
+    values.update({k: getattr(args, k) for k in (*FLAGS, *OPTION_FLAGS)
+                   if getattr(args, k) is not None})
     return TrainConfig.from_dict(values)
 
 
@@ -92,7 +116,8 @@ def main(argv=None) -> int:
     if args.resume:
         if args.out is None:
             raise ValueError("--resume needs --out, the run directory to continue")
-        given = [k for k in FLAGS if getattr(args, k) is not None and k != "epochs"]
+        given = [k for k in (*FLAGS, *OPTION_FLAGS)
+                 if getattr(args, k) is not None and k != "epochs"]
         if given or args.config:
             raise ValueError("--resume continues a run with its saved settings; only --epochs "
                              f"may change (got {', '.join('--' + g for g in given) or '--config'})")

@@ -6,8 +6,8 @@ labels. Importing this package needs only numpy; TensorFlow/TFDS (``stl10``, ``c
 Pillow (``folder:PATH``) are imported when a source needs them.
 
 Example:
-    >>> from mixem_tf.data import load_protocol, paper_protocol
-    >>> train, evaluation = load_protocol("fashion_mnist", **paper_protocol("mice"))
+    >>> from mixem_tf.data import load_protocol
+    >>> train, evaluation = load_protocol("fashion_mnist", train_on="whole", evaluate_on="all")
     >>> for batch in train.batches(256, seed=epoch):   # uint8 [256, 28, 28, 1]
     ...     ...
 """
@@ -20,7 +20,7 @@ from mixem_tf.data.dataset import (
 )
 from mixem_tf.data.folder import load_folder
 from mixem_tf.data.idx import IdxFormatError, read_idx
-from mixem_tf.data.protocols import PAPER_PROTOCOLS, ProtocolData, load_protocol, paper_protocol
+from mixem_tf.data.protocols import ProtocolData, load_protocol
 from mixem_tf.data.registry import DATASET_NAMES, DatasetInfo, dataset_info, load_dataset
 from mixem_tf.data.tfds_source import CIFAR100_TO_20
 
@@ -31,13 +31,11 @@ __all__ = [
     "DatasetUnavailableError",
     "IdxFormatError",
     "ImageDataset",
-    "PAPER_PROTOCOLS",
     "ProtocolData",
     "dataset_info",
     "load_dataset",
     "load_folder",
     "load_protocol",
-    "paper_protocol",
     "parse_image_size",
     "read_idx",
     "resize_images",

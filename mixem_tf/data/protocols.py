@@ -1,7 +1,9 @@
 """Train/evaluation protocols (METHODS.md §5.1): which images train, which are scored.
 
-- ``train_on="whole"``: train + test concatenated (MiCE, method 3 "anchor", MIX'EM, SimCLR
-  + K-means); ``"train"``: the train split only.
+Each method declares its paper's protocol (`ClusteringMethod.protocol`).
+
+- ``train_on="whole"``: train + test concatenated (MiCE, method 3, MIX'EM, SimCLR + K-means);
+  ``"train"``: the train split only.
 - ``evaluate_on="test"``: the test split (MIX'EM, §1.4); ``"all"``: train + test (MiCE §2.4,
   method 3 §3.4).
 - ``include_unlabeled=True`` (STL-10 only) adds the 100k unlabeled images to training, never
@@ -22,40 +24,15 @@ from typing import NamedTuple
 from mixem_tf.data.dataset import ImageDataset
 from mixem_tf.data.registry import dataset_info, load_dataset
 
-__all__ = ["PAPER_PROTOCOLS", "ProtocolData", "load_protocol", "paper_protocol"]
+__all__ = ["ProtocolData", "load_protocol"]
 
 TRAIN_ON = ("whole", "train")
 EVALUATE_ON = ("test", "all")
-# method -> (train_on, evaluate_on), as in each paper's released code.
-PAPER_PROTOCOLS = {
-    "mixem": ("whole", "test"),
-    "simclr": ("whole", "test"),
-    "mice": ("whole", "all"),
-    "anchor": ("whole", "all"),
-}
-
-
 class ProtocolData(NamedTuple):
     """(train, evaluation) datasets; unpacks like a tuple."""
 
     train: ImageDataset
     evaluation: ImageDataset
-
-
-def paper_protocol(method: str) -> dict[str, str]:
-    """``{"train_on": ..., "evaluate_on": ...}`` of `method`'s paper, for `load_protocol`.
-
-    Raises:
-        ValueError: unknown method (the message lists the known ones).
-
-    Example:
-        >>> train, evaluation = load_protocol("cifar10", **paper_protocol("mice"))
-    """
-    key = str(method).lower().replace("'", "").replace("-", "").replace("_", "")
-    if key not in PAPER_PROTOCOLS:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(PAPER_PROTOCOLS)}")
-    train_on, evaluate_on = PAPER_PROTOCOLS[key]
-    return {"train_on": train_on, "evaluate_on": evaluate_on}
 
 
 def load_protocol(

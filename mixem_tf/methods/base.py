@@ -1,21 +1,48 @@
-"""The base model every method subclasses: views on device, backbone, loss terms, read-out.
+"""The base every method subclasses: named views on device, loss terms, hooks, read-outs.
 
-A method adds its heads (`forward`) and its loss (`loss_terms`), nothing else. Keras' own
-training step (TensorFlow or JAX) calls `call(images, training=True)`, which augments the uint8
-batch into views on the accelerator and runs the network on each, then `compute_loss`, which
-sums the method's terms, adds coupled L2 weight decay, logs every term, and scales the total for
-the replica count as Keras expects. With `training=False`, `call` returns the evaluation
-features of un-augmented images (same resize and normalisation as training).
+A method is a plug-in: the class declares its name, options, recipe per dataset, views, schedule
+and read-out rows, and overrides the hooks it needs; the one training loop (`train_run`) and the
+exporters only talk to this interface.
+
+Keras' own training step (TensorFlow or JAX) calls `call(images, training=True)`, which turns the
+uint8 batch into the method's named views on the accelerator and forwards each
+(`forward_views`), then `compute_loss`, which sums the method's terms, adds coupled L2 weight
+decay, logs every term, and scales the total for the replica count as Keras expects. With
+`training=False`, `call` returns the evaluation features of clean images (same resize and
+normalisation as training).
+
+Lifecycle hooks, in the order a run reaches them:
+
+| hook | when | where | may change |
+| --- | --- | --- | --- |
+| `initialize_state(images)` | before the first epoch of a new run, never on resume | eager | any variable |
+| `on_train_epoch_begin(epoch)` | before each epoch | eager | any variable |
+| `update_after_loss(outputs)` | in each training step, after the loss | compiled, every replica | non-trainable variables |
+| `update_after_step()` | in each training step, after the optimiser | compiled, every replica | non-trainable variables |
+| `on_train_epoch_end(epoch, logs)` | after each epoch | eager | any variable; `logs` |
+
+Known Keras 3 traps these hooks are shaped around: a layer frozen with `trainable = False` runs
+its BatchNorm on moving statistics even with `training=True`; under JAX, `a.assign(b)` of one
+variable's value to another makes two variables share a buffer that `fit` then donates twice
+(assign a copy: `ops.copy(b.value)`); and a variable assigned inside `call` carries gradient
+under JAX (so state updates go in the hooks, which see gradient-free values).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import keras
 from keras import ops
 
 from mixem_tf.augment import AugmentConfig, Augmenter, preprocess
+from mixem_tf.methods.augmentation import view_config
+from mixem_tf.methods.options import MethodOptions
 
-__all__ = ["ClusteringMethod"]
+__all__ = ["CLEAN", "ClusteringMethod"]
+
+#: The view name that means "resize and normalisation only" (no augmentation).
+CLEAN = "clean"
 
 
 def _scale_for_replicas(value):
@@ -27,84 +54,155 @@ def _scale_for_replicas(value):
 
 
 class ClusteringMethod(keras.Model):
-    """Backbone + augmentation + per-term loss tracking, shared by every method.
+    """Backbone + named views + per-term loss tracking, shared by every method.
+
+    Class attributes a method sets:
+        name, title: registry name (`--method`) and display name.
+        Options: its `MethodOptions` dataclass.
+        pipeline: its view pipeline (a key of `methods.augmentation.PIPELINES`).
+        views: view names, in the order they are drawn; `CLEAN` is the un-augmented image,
+            any other name an independent augmented view.
+        protocol: its paper's train/evaluation data ({"train_on", "evaluate_on"}).
+        loss_names: the names of `loss_terms`' entries, logged each epoch.
+        feature_names: evaluation outputs; readout_features: those K-means clusters.
+        default_readout: {"feature", "normalize", "clustering"} of its default read-out row.
 
     Attributes:
         backbone: a Keras model mapping float images [N, H, W, C] to h [N, D].
-        augment_config: the views' `AugmentConfig`; its size and normalisation also define
-            the evaluation preprocessing.
+        augment_config: the augmented views' `AugmentConfig`; its size and normalisation also
+            define the clean view and the evaluation preprocessing.
+        options: the method's `Options`.
         num_clusters: K.
         coupled_weight_decay: λ of the L2 term (λ/2)·Σ‖w‖² added to the loss, as PyTorch's
             `weight_decay` (METHODS.md §5.3); 0 disables it.
-        epoch: the epoch being trained (an int variable kept by `callbacks.EpochCounter`),
-            for terms scheduled by epoch; part of the model state on either backend.
-        num_views: augmented views per image (2 for SimCLR/MIX'EM, 3 for MiCE/method 3).
-        loss_names: the names of `loss_terms`' entries, logged each epoch.
+        epoch: the epoch being trained (an int variable set by `on_train_epoch_begin`), for
+            terms scheduled by epoch; part of the model state on either backend.
     """
 
-    num_views = 2
-    loss_names: tuple[str, ...] = ()
-    feature_names: tuple[str, ...] = ("h",)
-    readout_features: tuple[str, ...] | None = None  # default: feature_names
-    default_readout = {"feature": "h", "normalize": True, "clustering": "kmeans"}
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
+    pipeline: ClassVar[str] = "simclr"
+    views: ClassVar[tuple[str, ...]] = ("a", "b")
+    protocol: ClassVar[dict] = {"train_on": "whole", "evaluate_on": "test"}
+    loss_names: ClassVar[tuple[str, ...]] = ()
+    feature_names: ClassVar[tuple[str, ...]] = ("h",)
+    readout_features: ClassVar[tuple[str, ...] | None] = None  # default: feature_names
+    default_readout: ClassVar[dict] = {"feature": "h", "normalize": True, "clustering": "kmeans"}
+
+    # -- what a method declares about runs -----------------------------------------------
+    @classmethod
+    def recipe(cls, dataset: str) -> dict:
+        """The method's run settings on `dataset`: `TrainConfig` fields and, under "options",
+        its own options; the user's settings override them. ValueError for an unknown dataset."""
+        raise NotImplementedError
 
     @classmethod
-    def options_from(cls, config) -> dict:
-        """Constructor options of this method taken from a `TrainConfig`."""
-        return {"temperature": config.temperature, **config.extra}
+    def augmentation(cls, dataset: str, image_size=None) -> AugmentConfig:
+        """The augmented views' settings on `dataset` at `image_size` (None: native)."""
+        return view_config(cls.pipeline, dataset, image_size)
 
-    def __init__(
-        self,
-        backbone: keras.Model,
-        augment_config: AugmentConfig,
-        *,
-        num_clusters: int,
-        coupled_weight_decay: float = 0.0,
-        seed: int = 0,
-        **kwargs,
-    ):
+    @classmethod
+    def learning_rate(cls, config, steps_per_epoch: int):
+        """The optimiser's learning rate for a resolved `TrainConfig`: a float or a schedule."""
+        return config.lr
+
+    # -- construction and saving ---------------------------------------------------------
+    def __init__(self, backbone: keras.Model, augment_config: AugmentConfig, *,
+                 num_clusters: int, options: MethodOptions | dict | None = None,
+                 coupled_weight_decay: float = 0.0, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         if int(num_clusters) < 2:
             raise ValueError(f"the number of clusters must be at least 2, got {num_clusters}")
         if coupled_weight_decay < 0:
             raise ValueError(f"weight decay must be >= 0, got {coupled_weight_decay}")
+        if options is None:
+            options = self.Options()
+        elif isinstance(options, dict):
+            options = self.Options.from_dict(options, self.name)
+        options.validate()
+        self.options = options
         self.backbone = backbone
         self.augment_config = augment_config
+        self.seed = int(seed)
         self.augmenter = Augmenter(augment_config, seed=seed)
         self.num_clusters = int(num_clusters)
         self.coupled_weight_decay = float(coupled_weight_decay)
         self.epoch = keras.Variable(0, dtype="int32", trainable=False, name="epoch")
         self.term_trackers = [keras.metrics.Mean(name=name) for name in self.loss_names]
 
-    # -- what a method provides ---------------------------------------------------------
+    def get_config(self):
+        return {"name": super().get_config()["name"],
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "augment_config": self.augment_config.to_dict(),
+                "num_clusters": self.num_clusters, "options": self.options.to_dict(),
+                "coupled_weight_decay": self.coupled_weight_decay, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
+        augment = AugmentConfig.from_dict(config.pop("augment_config"))
+        return cls(backbone, augment, **config)
+
+    # -- what a method computes ----------------------------------------------------------
     def forward(self, images, training: bool) -> dict:
         """Network outputs for float images: at least {"h": backbone features}."""
         raise NotImplementedError
 
-    def loss_terms(self, views: list[dict]) -> dict:
-        """The method's loss terms (scalars) from the outputs of each view."""
+    def forward_views(self, views: dict) -> dict:
+        """Outputs of every view during training: {view name: output dict}. By default each
+        view runs through `forward`; a method may forward views through other networks."""
+        return {name: self.forward(images, training=True) for name, images in views.items()}
+
+    def loss_terms(self, outputs: dict) -> dict:
+        """The method's loss terms (scalars) from `forward_views`' outputs."""
         raise NotImplementedError
 
-    # -- shared machinery ---------------------------------------------------------------
-    def make_views(self, images):
-        """`num_views` independent augmentations of a uint8 batch, made on the device."""
-        return [self.augmenter(images) for _ in range(self.num_views)]
+    def readout_inputs(self, features: dict) -> dict:
+        """Arguments of `cluster.readout_table` beyond the labels: the features K-means
+        clusters, and the method's own rows (`assignments`, component-initialised K-means)."""
+        names = self.readout_features or self.feature_names
+        return {"features": {name: features[name] for name in names}}
+
+    def monitors(self, images, out_dir) -> list:
+        """The method's own Keras callbacks for a run (e.g. cluster-size alarms); `images` is
+        a sample of training images, `out_dir` the run directory (None off the chief)."""
+        return []
+
+    # -- lifecycle hooks (see the module docstring) ---------------------------------------
+    def initialize_state(self, images) -> None:
+        """Before the first epoch of a new run, on the uint8 training images. Not on resume:
+        the checkpoint holds the state."""
+
+    def on_train_epoch_begin(self, epoch: int) -> None:
+        """Before each epoch (0-based): sets `epoch`."""
+        self.epoch.assign(epoch)
+
+    def update_after_loss(self, outputs: dict) -> None:
+        """In the training step after the loss, with `outputs` free of gradient."""
+
+    def update_after_step(self) -> None:
+        """In the training step after the optimiser has updated the trainable weights."""
+
+    def on_train_epoch_end(self, epoch: int, logs: dict) -> None:
+        """After each epoch (0-based); may add entries to `logs`."""
+
+    # -- shared machinery ------------------------------------------------------------------
+    def make_views(self, images) -> dict:
+        """The method's named views of a uint8 batch, drawn on the device in `views` order."""
+        return {name: preprocess(images, self.augment_config) if name == CLEAN
+                else self.augmenter(images) for name in self.views}
 
     def call(self, images, training=False):
         if training:
-            return [self.forward(view, training=True) for view in self.make_views(images)]
+            return self.forward_views(self.make_views(images))
         return self.embed(images)
 
     def embed(self, images):
         """Evaluation features (`feature_names`) of un-augmented uint8 images."""
         outputs = self.forward(preprocess(images, self.augment_config), training=False)
         return {name: outputs[name] for name in self.feature_names}
-
-    def readout_inputs(self, features: dict) -> dict:
-        """Arguments of `cluster.readout_table` beyond the labels: features to cluster, and
-        for mixture methods the argmax components."""
-        names = self.readout_features or self.feature_names
-        return {"features": {name: features[name] for name in names}}
 
     def weight_decay_term(self):
         """(λ/2)·Σ‖w‖² over every trainable weight (BN and biases too, as the papers)."""
@@ -113,16 +211,38 @@ class ClusteringMethod(keras.Model):
         squares = [ops.sum(ops.square(ops.cast(w, "float32"))) for w in self.trainable_weights]
         return 0.5 * self.coupled_weight_decay * ops.sum(ops.stack(squares))
 
-    def train_step(self, *args, **kwargs):
-        """Keras' training step; under tf.distribute, the replicas' copies of the non-trainable
-        float state (BatchNorm's moving statistics) are then averaged (`average_replicas`)."""
-        result = super().train_step(*args, **kwargs)
-        if keras.backend.backend() == "tensorflow":
-            from mixem_tf.distributed import average_replicas
+    def batchnorm_statistics(self) -> list:
+        """Every BatchNormalization layer's moving mean and variance."""
+        return [variable for layer in self._flatten_layers()
+                if isinstance(layer, keras.layers.BatchNormalization)
+                for variable in (layer.moving_mean, layer.moving_variance)]
 
-            average_replicas([v for v in self.non_trainable_variables
-                              if v.aggregation == "none" and "float" in str(v.dtype)])
+    def train_step(self, *args, **kwargs):
+        """Keras' training step, then `update_after_step`. Under tf.distribute the replicas'
+        BatchNorm statistics are first averaged (`average_replicas`); under JAX the hook runs
+        on the step's new state (a stateless scope) and its assignments join that state."""
+        result = super().train_step(*args, **kwargs)
+        if keras.backend.backend() == "jax":
+            logs, state = result
+            return logs, self._state_after_step(state)
+        from mixem_tf.distributed import average_replicas
+
+        average_replicas(self.batchnorm_statistics())
+        self.update_after_step()
         return result
+
+    def _state_after_step(self, state):
+        """JAX: `update_after_step` applied to the (trainable, non-trainable, optimiser,
+        metrics) values of a training step's state."""
+        if type(self).update_after_step is ClusteringMethod.update_after_step:
+            return state
+        trainable, non_trainable, *rest = state
+        mapping = [*zip(self.trainable_variables, trainable),
+                   *zip(self.non_trainable_variables, non_trainable)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self.update_after_step()
+        non_trainable = [scope.get_current_value(v) for v in self.non_trainable_variables]
+        return (trainable, non_trainable, *rest)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Keras' logs; under multi-worker TensorFlow each one shaped [1] (see `multi_worker`)."""
@@ -153,4 +273,5 @@ class ClusteringMethod(keras.Model):
             tracker.update_state(terms[tracker.name])
         total = ops.sum(ops.stack([ops.cast(t, "float32") for t in terms.values()]))
         total = total + self.weight_decay_term()
+        self.update_after_loss(keras.tree.map_structure(ops.stop_gradient, y_pred))
         return _scale_for_replicas(total)

@@ -1,44 +1,65 @@
 """SimCLR (Chen et al. 2020) as MIX'EM's baseline: backbone + projection head + NT-Xent.
 
-The clustering read-out is K-means on the L2-normalised backbone representation h, the
-baseline MIX'EM's abstract reports (≈70% ACC on STL-10, METHODS.md §1.4–1.5).
+Trained with MIX'EM's recipe and schedule (its code's SimCLR path). The clustering read-out is
+K-means on the L2-normalised backbone representation h, the baseline MIX'EM's abstract reports
+(≈70% ACC on STL-10, METHODS.md §1.4–1.5).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mixem_tf.heads import ProjectionHead
 from mixem_tf.losses import NTXentLoss
 from mixem_tf.methods.base import ClusteringMethod
+from mixem_tf.methods.mixem import constant_then_cosine, mixem_recipe
+from mixem_tf.methods.options import MethodOptions, option
+from mixem_tf.methods.registry import register_method
 
 __all__ = ["SimCLR"]
 
 
+@register_method
 class SimCLR(ClusteringMethod):
     """Two views, NT-Xent at temperature τ on the projection z (METHODS.md §1.2.1).
 
     Defaults follow MIX'EM's code for its SimCLR path: head 512 → 512 → ReLU → 32, τ = 0.5.
 
     Example:
-        >>> model = SimCLR(build_backbone("resnet18", (32, 32, 3)), preset("simclr", "cifar10"),
-        ...                num_clusters=10)
+        >>> model = SimCLR(build_backbone("resnet18", (32, 32, 3)),
+        ...                SimCLR.augmentation("cifar10"), num_clusters=10)
     """
+
+    name, title = "simclr", "SimCLR"
+
+    @dataclass
+    class Options(MethodOptions):
+        temperature: float = option(0.5, "NT-Xent temperature τ", positive=True)
+        projection_dim: int = option(32, "projection head output size", positive=True)
+        hidden_dim: int = option(512, "hidden width of the heads (paper: 512)", positive=True)
+        constant_epochs: int = option(10, "epochs at the base learning rate before cosine "
+                                      "annealing (official: 10)", minimum=0)
 
     loss_names = ("nt_xent",)
     feature_names = ("h", "z")
 
-    def __init__(self, backbone, augment_config, *, temperature=0.5, projection_dim=32,
-                 hidden_dim=512, **kwargs):
-        super().__init__(backbone, augment_config, **kwargs)
-        self.projection = ProjectionHead(hidden_dim=hidden_dim, out_dim=projection_dim)
-        self.nt_xent = NTXentLoss(temperature)
-
     @classmethod
-    def options_from(cls, config):
-        return {**super().options_from(config), "projection_dim": config.projection_dim}
+    def recipe(cls, dataset):
+        recipe = mixem_recipe(dataset)
+        recipe.pop("options", None)  # MIX'EM's term weights
+        return recipe
+
+    learning_rate = classmethod(constant_then_cosine)
+
+    def __init__(self, backbone, augment_config, **kwargs):
+        super().__init__(backbone, augment_config, **kwargs)
+        self.projection = ProjectionHead(hidden_dim=self.options.hidden_dim,
+                                         out_dim=self.options.projection_dim)
+        self.nt_xent = NTXentLoss(self.options.temperature)
 
     def forward(self, images, training):
         h = self.backbone(images, training=training)
         return {"h": h, "z": self.projection(h)}
 
-    def loss_terms(self, views):
-        return {"nt_xent": self.nt_xent(views[0]["z"], views[1]["z"])}
+    def loss_terms(self, outputs):
+        return {"nt_xent": self.nt_xent(outputs["a"]["z"], outputs["b"]["z"])}

@@ -1,13 +1,17 @@
-"""MIX'EM vs SimCLR + K-means vs K-means on pixels, at equal epochs, over several seeds.
+"""Methods (MIX'EM, cdec, ...) vs SimCLR + K-means vs K-means on pixels, at equal epochs, over
+several seeds.
 
-    python -m bench.mixem_compare --dataset digits --epochs 40 --seeds 0 1 2
-    python -m bench.mixem_compare --dataset fashion_mnist --epochs 3 \\
+    python -m bench.methods_compare --dataset digits --epochs 40 --seeds 0 1 2
+    python -m bench.methods_compare --dataset digits --epochs 60 --methods cdec mixem simclr
+    python -m bench.methods_compare --dataset fashion_mnist --epochs 3 \\
         --set image_size=16 --set backbone_width=16 --runs-dir bench/results/fmnist-runs
 
-Both methods train `trainers.fit`'s recipe on the "whole" protocol and are scored on all
-images; every read-out is reported as mean ± std over the seeds, with wall time. `--set
-KEY=VALUE` changes a `TrainConfig` field for both methods (VALUE is JSON, else a string),
-`--set METHOD:KEY=VALUE` for that method only (a MIX'EM variant then reuses SimCLR's runs);
+Every method trains `trainers.fit`'s recipe on the "whole" protocol and is scored on all
+images; every read-out is reported as mean ± std over the seeds, with wall time and training
+pairs/s, and each method's default read-out is paired seed by seed with SimCLR's read-outs.
+`--set KEY=VALUE` changes a `TrainConfig` field or method option for every method it applies to
+(VALUE is JSON, else a string), `--set METHOD:KEY=VALUE` for that method only (a MIX'EM variant
+then reuses SimCLR's runs);
 `{seed}` in a text VALUE becomes each run's seed (`--set
 mixem:init_from=bench/results/digits100-runs/simclr-s{seed}` starts every seed from its own run).
 With `--runs-dir`, each (method, seed) run is kept there and a finished one is reused when the
@@ -35,7 +39,10 @@ from mixem_tf.training import check_init_from, train_run
 from trainers.pixel_kmeans import pixel_kmeans
 
 METRICS = ("acc", "nmi", "ari")
+BASELINE = "simclr"
 TRAIN_FIELDS = {field.name for field in dataclasses.fields(TrainConfig)}
+OPTION_FIELDS = {name: {m for m, cls in METHODS.items() if name in cls.Options.fields()}
+                 for cls in METHODS.values() for name in cls.Options.fields()}
 
 
 def _setting(text):
@@ -47,8 +54,9 @@ def _setting(text):
     if method_sep and method not in METHODS:
         raise argparse.ArgumentTypeError(
             f"--set {text!r}: unknown method {method!r} (known: {', '.join(sorted(METHODS))})")
-    if key not in TRAIN_FIELDS:
-        raise argparse.ArgumentTypeError(f"--set {text!r}: {key!r} is not a TrainConfig field")
+    if key not in TRAIN_FIELDS and key not in OPTION_FIELDS:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: {key!r} is not a TrainConfig field "
+                                         "or a method's option")
     try:
         value = json.loads(value)
     except json.JSONDecodeError:
@@ -57,8 +65,11 @@ def _setting(text):
 
 
 def settings_for(method, settings) -> dict:
-    """The `--set` settings that apply to `method`: the unscoped ones and its own."""
-    return {key: value for scope, key, value in settings if scope in (None, method)}
+    """The `--set` settings that apply to `method`: its own, and the unscoped ones that are
+    shared fields or its options."""
+    return {key: value for scope, key, value in settings
+            if scope == method or (scope is None and (key in TRAIN_FIELDS
+                                                      or method in OPTION_FIELDS[key]))}
 
 
 def for_seed(settings: dict, seed: int) -> dict:
@@ -68,13 +79,14 @@ def for_seed(settings: dict, seed: int) -> dict:
 
 
 def _train(config, run_dir):
-    """(read-out rows, wall seconds) of one run, reusing a finished identical run in run_dir."""
+    """(read-out rows, wall seconds, median training pairs/s) of one run, reusing a finished
+    identical run in run_dir."""
     record = run_dir / "bench.json" if run_dir else None
     if record and record.is_file():
         saved = json.loads(record.read_text())
         if saved["settings"] == config.to_dict():
             print(f"reusing {run_dir}", flush=True)
-            return saved["readouts"], saved["wall_s"]
+            return saved["readouts"], saved["wall_s"], saved.get("pairs_per_s")
     start = time.perf_counter()
     if run_dir:
         result = train_run(config, run_dir, overwrite=True, verbose=2)
@@ -82,11 +94,13 @@ def _train(config, run_dir):
         with tempfile.TemporaryDirectory() as out:
             result = train_run(config, out, verbose=2)
     wall = time.perf_counter() - start
+    rate = float(np.median(result.images_per_s)) if result.images_per_s else None
     readouts = [{k: v for k, v in row.items() if k != "centroids"} for row in result.readouts]
     if record:
         record.write_text(json.dumps({"settings": config.to_dict(), "readouts": readouts,
-                                      "wall_s": wall}, default=float, indent=1))
-    return readouts, wall
+                                      "wall_s": wall, "pairs_per_s": rate}, default=float,
+                                     indent=1))
+    return readouts, wall, rate
 
 
 def _readout_name(row) -> str:
@@ -103,9 +117,9 @@ def run_configs(dataset, method, epochs, seeds, settings) -> dict:
     """{seed: resolved TrainConfig}; ValueError names a bad setting or `init_from` run."""
     configs = {}
     for seed in seeds:
-        config = TrainConfig(dataset=dataset, method=method, epochs=epochs, seed=seed,
-                             evaluate_on="all", train_on="whole",
-                             **for_seed(settings, seed)).resolved()
+        config = TrainConfig.from_dict({
+            "dataset": dataset, "method": method, "epochs": epochs, "seed": seed,
+            "evaluate_on": "all", "train_on": "whole", **for_seed(settings, seed)}).resolved()
         if config.init_from:
             check_init_from(config.init_from)
         configs[seed] = config
@@ -113,28 +127,31 @@ def run_configs(dataset, method, epochs, seeds, settings) -> dict:
 
 
 def _runs(method, configs, runs_dir):
-    """{seed: {read-out name: {metric: value}}} and the wall seconds of each run."""
-    per_seed, walls = {}, []
+    """{seed: {read-out name: {metric: value}}}, and the wall seconds and pairs/s of each run."""
+    per_seed, walls, rates = {}, [], []
     for seed, config in configs.items():
         run_dir = Path(runs_dir) / f"{method}-s{seed}" if runs_dir else None
-        readouts, wall = _train(config, run_dir)
+        readouts, wall, rate = _train(config, run_dir)
         walls.append(wall)
+        rates.append(rate)
         per_seed[seed] = {_readout_name(row): {m: row[m] for m in METRICS} for row in readouts}
-    return per_seed, walls
+    return per_seed, walls, rates
 
 
 def _mean_std(values):
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
-def summary_rows(method, per_seed, walls) -> list[dict]:
+def summary_rows(method, per_seed, walls, rates=()) -> list[dict]:
     """One row per read-out: mean ± std over the seeds; `*` marks the method's default."""
     default = _default_name(method)
+    known = [rate for rate in rates if rate]
+    pairs = f"{np.mean(known):.0f}" if known else ""
     names = sorted({name for scores in per_seed.values() for name in scores})
     return [{"method": method + (" *" if name == default else ""), "read-out": name,
              **{m: _mean_std([scores[name][m] for scores in per_seed.values()])
                 for m in METRICS},
-             "wall s": f"{np.mean(walls):.0f}"} for name in names]
+             "wall s": f"{np.mean(walls):.0f}", "pairs/s": pairs} for name in names]
 
 
 def paired_rows(method, per_seed, baseline, baseline_per_seed) -> list[dict]:
@@ -198,17 +215,18 @@ def main(argv=None):
     rows = [] if args.no_pixels else [_pixel_row(args.dataset, args.seeds)]
     results = {}
     for method in args.methods:
-        per_seed, walls = _runs(method, configs[method], args.runs_dir)
-        results[method] = {"per_seed": per_seed, "wall_s": walls}
-        rows += summary_rows(method, per_seed, walls)
+        per_seed, walls, rates = _runs(method, configs[method], args.runs_dir)
+        results[method] = {"per_seed": per_seed, "wall_s": walls, "pairs_per_s": rates}
+        rows += summary_rows(method, per_seed, walls, rates)
     print(f"{args.dataset}: {args.epochs} epochs, seeds {args.seeds}, settings {settings} "
           "(* = default read-out)")
     print(format_table(rows))
     paired = []
-    if "mixem" in results and "simclr" in results:
-        paired = paired_rows("mixem", results["mixem"]["per_seed"],
-                             "simclr", results["simclr"]["per_seed"])
-        print("\nper-seed differences, mean ± std (seeds where MIX'EM is higher / seeds):")
+    for method in [m for m in results if m != BASELINE and BASELINE in results]:
+        paired += paired_rows(method, results[method]["per_seed"],
+                              BASELINE, results[BASELINE]["per_seed"])
+    if paired:
+        print("\nper-seed differences, mean ± std (seeds where the method is higher / seeds):")
         print(format_table(paired))
     if args.json:
         with open(args.json, "w") as handle:
