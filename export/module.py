@@ -6,8 +6,12 @@ read-out into two `tf.function` signatures:
 
     serving_default(images: uint8 [N, H, W, C])       any H, W; C = 1 grey, 2 grey + alpha,
                                                       3 RGB, 4 RGBA (alpha dropped)
-    serving_bytes(image_bytes: string [N])            JPEG / PNG / BMP / GIF (first frame),
-                                                      each decoded and resized on its own
+    serving_bytes(image_bytes: string [N])            JPEG / PNG / BMP / GIF (first frame) /
+                                                      WebP, each decoded and resized on its own
+
+Both refuse, with InvalidArgumentError (export/inputs.py): images with H or W = 0 or a channel
+count outside 1..4 (also in the ONNX conversion of serving_default), and encoded images whose
+header claims more than `max_image_pixels` pixels (checked before decoding).
 
 Both return
     cluster        int64 [N]       the read-out's cluster id
@@ -25,7 +29,7 @@ Mixture-argmax read-outs: `probabilities` are the mixing weights π, `cluster = 
 Images whose size or channel count differs from the training data's are converted to
 its channels (grey = 0.299 R + 0.587 G + 0.114 B, as the augmentation's grey; grey → RGB by
 repetition) and resized to its resolution with the augmentation's PIL-style bilinear
-resampling (antialiased when shrinking; skipped when the size already matches).
+resampling (antialiased when shrinking; the identity when the size already matches).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mixem_tf.augment import rgb_luma, resample_matrix, separable_resample
+from export.inputs import DEFAULT_MAX_IMAGE_PIXELS, check_images, decode_checked
+from mixem_tf.augment import resample_matrix, rgb_luma
 
 __all__ = ["ClusteringModule", "OUTPUTS"]
 
@@ -42,34 +47,40 @@ MIN_TEMPERATURE = 1e-12
 
 
 def _to_channels(images, channels: int):
-    """float [N, H, W, C] with C in 1..4 → [N, H, W, channels] (alpha dropped); untouched
-    when C already equals `channels`."""
+    """float [N, H, W, C] with C in 1..4 → [N, H, W, channels] (alpha dropped). No tf.cond:
+    when C already equals `channels` the same ops give the input back exactly (gathering
+    [0, 1, 2] of RGB, or channel 0 of grey), and OpenVINO mishandles a cond whose branches are
+    both Identity in the ONNX file."""
     c = tf.shape(images)[-1]
-
-    def convert():
-        index = tf.where(c >= 3, tf.constant([0, 1, 2]), tf.constant([0, 0, 0]))
-        rgb = tf.gather(images, index, axis=-1)                 # grey repeated, or R, G, B
-        if channels == 3:
-            return rgb
-        return tf.where(c >= 3, rgb_luma(rgb), rgb[..., 0:1])
-
-    return tf.cond(tf.equal(c, channels), lambda: tf.identity(images), convert)
+    index = tf.where(c >= 3, tf.constant([0, 1, 2]), tf.constant([0, 0, 0]))
+    rgb = tf.gather(images, index, axis=-1)                     # grey repeated, or R, G, B
+    if channels == 3:
+        return rgb
+    return tf.where(c >= 3, rgb_luma(rgb), rgb[..., 0:1])
 
 
 def _resize(images, size):
-    """PIL-style bilinear resize of a float batch of any (dynamic) size to `size` (h, w); the
-    batch is returned untouched when it already has that size."""
+    """PIL-style bilinear resize of a float batch of any (dynamic) size to `size` (h, w). At
+    the same size the resampling matrices are the identity (weight 1 on the pixel itself, 0 on
+    its neighbours), so the batch comes back exactly, without a tf.cond (see _to_channels)."""
     shape = tf.shape(images)
+    zero = tf.zeros([1], tf.float32)
+    rows = resample_matrix(zero, zero + tf.cast(shape[1], tf.float32), size[0], shape[1])[0]
+    cols = resample_matrix(zero, zero + tf.cast(shape[2], tf.float32), size[1], shape[2])[0]
+    return _apply_along(_apply_along(images, rows, axis=1), cols, axis=2)
 
-    def resample():
-        # One [1, out, in] matrix per axis, broadcast over the batch.
-        zero = tf.zeros([1], tf.float32)
-        rows = resample_matrix(zero, zero + tf.cast(shape[1], tf.float32), size[0], shape[1])
-        cols = resample_matrix(zero, zero + tf.cast(shape[2], tf.float32), size[1], shape[2])
-        return separable_resample(images, rows, cols)
 
-    same = tf.logical_and(tf.equal(shape[1], size[0]), tf.equal(shape[2], size[1]))
-    return tf.cond(same, lambda: tf.identity(images), resample)
+def _apply_along(images, matrix, axis: int):
+    """`matrix` [out, in] applied along `axis` (1 or 2) of [N, H, W, C], as one 2-D MatMul.
+    Not a broadcast batched matmul: TensorFlow 2.21's oneDNN kernel corrupts the heap on
+    [1, 1, h, H] @ [N, C, H, W] (a segfault a few calls later), and a plain MatMul converts
+    to every ONNX runtime as it is."""
+    order, inverse = ((1, 0, 2, 3), (1, 0, 2, 3)) if axis == 1 else ((2, 0, 1, 3), (1, 2, 0, 3))
+    moved = tf.transpose(images, order)                         # [in, ...the other axes]
+    rest = tf.shape(moved)[1:]
+    flat = tf.reshape(moved, tf.stack([tf.shape(moved)[0], -1]))
+    out = tf.reshape(tf.matmul(matrix, flat), tf.concat([tf.shape(matrix)[:1], rest], 0))
+    return tf.transpose(out, inverse)
 
 
 class ClusteringModule(tf.Module):
@@ -80,15 +91,22 @@ class ClusteringModule(tf.Module):
         readout: a `mixem_tf.runs.Readout`.
         input_shape: the training images' (H, W, C).
         temperature: T of the K-means soft assignment (replaced by `calibrate`).
+        max_image_pixels: `serving_bytes` refuses an image whose header claims more pixels
+            (height × width) before decoding it.
     """
 
-    def __init__(self, model, readout, input_shape, temperature: float = 1.0):
+    def __init__(self, model, readout, input_shape, temperature: float = 1.0,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         super().__init__(name="mixem_tf_export")
+        if max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be >= 1, got {max_image_pixels}")
         self.model = model
         self.input_shape = tuple(int(v) for v in input_shape)
+        self.max_image_pixels = int(max_image_pixels)
         self.feature = readout.feature
         self.normalize = readout.normalize
-        self.argmax = readout.centroids is None
+        self.kind = "mixture_argmax" if readout.centroids is None else "centroids"
+        self.argmax = self.kind == "mixture_argmax"
         if self.argmax:
             self.feature, self.normalize = "z", False
             self.centroids = None
@@ -121,15 +139,15 @@ class ClusteringModule(tf.Module):
         return tf.ensure_shape(x, [None, h, w, c])
 
     def _head(self, images):
-        """Prepared images → the four outputs."""
+        """Prepared images → the four outputs of the read-out's kind (`READOUT_HEADS`)."""
         features = self.model(images, training=False)
         embedding = tf.cast(features[self.feature], tf.float32)
         if self.normalize:
             embedding = tf.math.l2_normalize(embedding, axis=-1, epsilon=1e-12)
-        if self.argmax:
-            pi = tf.cast(features["pi"], tf.float32)
-            return {"cluster": tf.argmax(pi, axis=-1, output_type=tf.int64),
-                    "probabilities": pi, "distances": 1.0 - pi, "embedding": embedding}
+        return READOUT_HEADS[self.kind](self, features, embedding)
+
+    def _centroid_head(self, features, embedding):
+        """K-means read-outs: squared distances to the centroids, softmax(-d / T)."""
         distances = (tf.reduce_sum(tf.square(embedding), -1, keepdims=True)
                      - 2.0 * tf.matmul(embedding, self.centroids, transpose_b=True)
                      + tf.reduce_sum(tf.square(self.centroids), -1)[None, :])
@@ -139,17 +157,23 @@ class ClusteringModule(tf.Module):
                 "probabilities": tf.nn.softmax(-distances / temperature, axis=-1),
                 "distances": distances, "embedding": embedding}
 
+    def _mixture_argmax_head(self, features, embedding):
+        """MIX'EM's argmax π: the mixture weights are the probabilities."""
+        pi = tf.cast(features["pi"], tf.float32)
+        return {"cluster": tf.argmax(pi, axis=-1, output_type=tf.int64),
+                "probabilities": pi, "distances": 1.0 - pi, "embedding": embedding}
+
     def _serve_images(self, images):
-        return self._head(self._prepare(images))
+        return self._head(self._prepare(check_images(images)))
 
     def _serve_bytes(self, image_bytes):
         h, w, c = self.input_shape
 
         def decode(data):
-            image = tf.io.decode_image(data, channels=0, expand_animations=False)
-            return self._prepare(image[None])[0]
+            return self._prepare(decode_checked(data, self.max_image_pixels)[None])[0]
 
-        images = tf.map_fn(decode, image_bytes,
+        # One image at a time: a batch of large images never sits decoded in memory at once.
+        images = tf.map_fn(decode, image_bytes, parallel_iterations=1,
                            fn_output_signature=tf.TensorSpec([h, w, c], tf.float32))
         return self._head(images)
 
@@ -167,3 +191,8 @@ class ClusteringModule(tf.Module):
             nearest = outputs["distances"].min(axis=-1)
             self.temperature.assign(float(max(nearest.mean(), MIN_TEMPERATURE)))
         return outputs["cluster"]
+
+
+# The clustering head of each read-out kind: ClusteringModule.kind → method.
+READOUT_HEADS = {"centroids": ClusteringModule._centroid_head,
+                 "mixture_argmax": ClusteringModule._mixture_argmax_head}

@@ -10,10 +10,13 @@ clustering head inside, the same four outputs (`cluster`, `probabilities`, `dist
 
 tf2onnx (opset `DEFAULT_OPSET` unless --opset) exits quietly on ops it cannot convert; here any
 converter message about an unsupported or unconvertible op is an error and no file is
-written. Then parity: on real images (the run's evaluation images, also as RGB at another size,
-or the images in --parity-images) ONNX Runtime's embedding must match TensorFlow's within
-`TOLERANCE` (max abs) with identical cluster ids, and ONNX's reference evaluator
-(`onnx.reference`, on the first `REFERENCE_IMAGES` images: it is slow) must agree too. The
+written. The converted graph is made loadable beyond ONNX Runtime (`drop_empty_unsqueezes`;
+the export graph itself has no tf.cond, which OpenVINO mishandles). Then parity: on real images
+(the run's evaluation images, also as RGB at another size, or the images in --parity-images)
+the embeddings of ONNX Runtime and of OpenVINO (where the `openvino` package is installed) must
+match TensorFlow's within `TOLERANCE` (max abs) with identical cluster ids, and ONNX's
+reference evaluator (`onnx.reference`, on the first `REFERENCE_IMAGES` images: it is slow)
+must agree too. The
 file is written (to a temporary file next to --out, renamed into place) only after every check
 passed, and a failed parity check deletes an existing --out; the file's metadata records the source SavedModel,
 the opset and the parity report.
@@ -37,7 +40,7 @@ import numpy as np
 from mixem_tf.cli import run
 
 __all__ = ["ConversionError", "ParityError", "check_parity", "convert_saved_model",
-           "export_onnx", "parity_images"]
+           "drop_empty_unsqueezes", "export_onnx", "parity_images"]
 
 DEFAULT_OPSET = 17
 TOLERANCE = 1e-4
@@ -92,6 +95,20 @@ def convert_saved_model(saved_model, opset: int = DEFAULT_OPSET):
     if bad:
         raise ConversionError(f"tf2onnx could not convert every op of {saved_model} (opset "
                               f"{opset}): " + "; ".join(bad[:5]))
+    return drop_empty_unsqueezes(model)
+
+
+def drop_empty_unsqueezes(model):
+    """Replaces each ``Unsqueeze`` whose axes are an empty constant (a no-op tf2onnx writes for
+    some einsums) with ``Identity``: ONNX Runtime accepts it, OpenVINO refuses to load it."""
+    from onnx import numpy_helper
+
+    constants = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        if (node.op_type == "Unsqueeze" and len(node.input) == 2 and node.input[1] in constants
+                and numpy_helper.to_array(constants[node.input[1]]).size == 0):
+            node.op_type = "Identity"
+            del node.input[1:]
     return model
 
 
@@ -121,11 +138,33 @@ def parity_images(saved_model, folder=None, limit: int = PARITY_IMAGES) -> list[
     return [images, rgb]
 
 
+def _openvino_session(onnx_model):
+    """OpenVINO's CPU runtime on the model, in float32 (on CPUs with bfloat16 units its default
+    precision is bfloat16, which moves embeddings by ~1e-3), as a `session.run`-like call; None
+    where the `openvino` package is not installed."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    core = openvino.Core()
+    compiled = core.compile_model(core.read_model(onnx_model.SerializeToString()), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "f32"})
+    outputs = [output.get_any_name() for output in compiled.outputs]
+
+    def run(_, feeds):
+        result = compiled(feeds)
+        return [result[name] for name in outputs]
+
+    return run
+
+
 def check_parity(onnx_model, saved_model, batches, reference_images: int = REFERENCE_IMAGES):
-    """Compares ONNX Runtime and ONNX's reference evaluator with TensorFlow on `batches`.
+    """Compares ONNX Runtime, OpenVINO (where installed) and ONNX's reference evaluator with
+    TensorFlow on `batches`.
 
     Returns:
-        {"onnxruntime": {output: max abs difference}, "reference": {...}, "images": count}.
+        {"onnxruntime": {output: max abs difference}, "openvino": {...} (where installed),
+        "reference": {...}, "images": count}.
 
     Raises:
         ParityError: an embedding differs by more than TOLERANCE, or a cluster id differs.
@@ -139,13 +178,18 @@ def check_parity(onnx_model, saved_model, batches, reference_images: int = REFER
     session = onnxruntime.InferenceSession(onnx_model.SerializeToString(),
                                            providers=["CPUExecutionProvider"])
     reference = ReferenceEvaluator(onnx_model)
+    openvino = _openvino_session(onnx_model)
     names = [output.name for output in onnx_model.graph.output]
     report = {"onnxruntime": {}, "reference": {}, "images": 0}
+    if openvino is not None:
+        report["openvino"] = {}
     for batch in batches:
         expected = {k: v.numpy() for k, v in serve(images=tf.constant(batch)).items()}
         runs = {"onnxruntime": (session.run(None, {"images": batch}), batch),
                 "reference": (reference.run(None, {"images": batch[:reference_images]}),
                               batch[:reference_images])}
+        if openvino is not None:
+            runs["openvino"] = (openvino(None, {"images": batch}), batch)
         for runtime, (outputs, used) in runs.items():
             got = dict(zip(names, outputs))
             for name in names:
@@ -210,9 +254,10 @@ def export_onnx(saved_model, out, *, opset: int = DEFAULT_OPSET, parity_folder=N
         raise
     if verbose:
         worst = {k: f"{v:.1e}" for k, v in report["onnxruntime"].items()}
+        others = ", ".join(f"{runtime} embedding {report[runtime]['embedding']:.1e}"
+                           for runtime in ("openvino", "reference") if runtime in report)
         print(f"wrote {out} (opset {opset}); parity on {report['images']} images: "
-              f"onnxruntime max abs {worst}, reference evaluator embedding "
-              f"{report['reference']['embedding']:.1e}, clusters identical", file=sys.stderr)
+              f"onnxruntime max abs {worst}, {others}, clusters identical", file=sys.stderr)
     return report
 
 

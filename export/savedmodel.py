@@ -121,15 +121,17 @@ def _model_card(run_dir, saved, config, readout, metrics, module, checkpoint) ->
                           "float32 [N, K]: squared Euclidean distance to each centroid"),
             "embedding": "float32 [N, D]: the read-out's feature",
         },
-        "signatures": {"serving_default": "images: uint8 [N, H, W, C], any H, W; C 1-4",
-                       "serving_bytes": "image_bytes: string [N], JPEG/PNG/BMP/GIF"},
+        "signatures": {"serving_default": "images: uint8 [N, H, W, C], any H, W > 0; C 1-4",
+                       "serving_bytes": "image_bytes: string [N], JPEG/PNG/BMP/GIF/WebP, at "
+                                        f"most {module.max_image_pixels} pixels each"},
         "versions": {"training": saved.get("versions"), "export": library_versions()},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
 
 
 def export_run(run_dir, base_dir, model_name: str, *, readout: str | None = None,
-               require=(), verbose: bool = True) -> Path:
+               require=(), max_image_pixels: int | None = None,
+               verbose: bool = True) -> Path:
     """Exports `run_dir` to BASE/NAME/VERSION and returns that folder (see module docstring).
 
     Raises:
@@ -163,7 +165,10 @@ def export_run(run_dir, base_dir, model_name: str, *, readout: str | None = None
     import tensorflow as tf
 
     model, config, saved = load_run(run_dir)
-    module = ClusteringModule(model, chosen, saved["input_shape"])
+    from export.inputs import DEFAULT_MAX_IMAGE_PIXELS
+
+    module = ClusteringModule(model, chosen, saved["input_shape"],
+                              max_image_pixels=max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
     assignments = module.calibrate(evaluation.images)
     clusters = _clusters_table(assignments, evaluation.labels, module.num_clusters,
                                getattr(evaluation, "class_names", None))
@@ -211,14 +216,20 @@ def main(argv=None):
                         help="FEATURE/l2|raw/CLUSTERING (default: the run's default read-out)")
     parser.add_argument("--require-metric", action="append", default=[], metavar="GATE",
                         help="e.g. nmi>=0.6 (repeatable): refuse to export below it")
+    parser.add_argument("--max-image-pixels", type=int, default=None,
+                        help="serving_bytes refuses an image whose header claims more pixels "
+                             "(height x width; default 4096 x 4096 = 16777216)")
     args = parser.parse_args(argv)
+    if args.max_image_pixels is not None and args.max_image_pixels < 1:
+        raise ValueError(f"--max-image-pixels must be >= 1, got {args.max_image_pixels}")
     gates = [MetricGate(text) for text in args.require_metric]  # parse errors before any work
     name = args.model_name
     if name is None:
         from mixem_tf.runs import load_run_config
 
         name = load_run_config(args.run)["settings"]["method"]
-    target = export_run(args.run, args.base_dir, name, readout=args.readout, require=gates)
+    target = export_run(args.run, args.base_dir, name, readout=args.readout, require=gates,
+                        max_image_pixels=args.max_image_pixels)
     print(target)
 
 

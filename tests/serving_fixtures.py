@@ -65,6 +65,18 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def png_header(height: int, width: int) -> bytes:
+    """The first bytes of a PNG claiming height × width pixels, without pixel data: what a
+    decompression bomb's header says, for the checks that must refuse it before decoding."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+            + struct.pack(">I", zlib.crc32(chunk)))
+
+
 # -- request helpers -------------------------------------------------------------------------
 def predict_request(inputs, signature="", model="mixem", version=None, output_filter=()):
     """A PredictRequest as a TF Serving client builds it."""

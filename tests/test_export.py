@@ -155,6 +155,21 @@ def test_any_size_and_channel_count(exported_model):
     assert serve(images=tf.constant(rgb[:, :5, :13]))["cluster"].shape == (3,)
 
 
+@pytest.mark.slow
+def test_images_the_readme_calls_invalid_are_refused_inside_the_graph(exported_model):
+    from serving_fixtures import png_header
+
+    serve = _serve(exported_model)
+    for shape in [(1, 0, 8, 1), (1, 8, 8, 5), (1, 8, 8, 200)]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match="C = 1 \\(grey\\)"):
+            serve(images=tf.zeros(shape, tf.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="20000 x 20000 pixels"):
+        _serve(exported_model, "serving_bytes")(image_bytes=tf.constant([png_header(20000,
+                                                                                    20000)]))
+    card = json.loads((exported_model / "assets" / "model_card.json").read_text())
+    assert "at most 16777216 pixels" in card["signatures"]["serving_bytes"]
+
+
 def test_clusters_table_without_labels_gives_sizes_only():
     table = savedmodel._clusters_table(np.array([0, 2, 2]), None, 4, None)
     assert not table["labels_available"] and "no labels" in table["note"]

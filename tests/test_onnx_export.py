@@ -86,6 +86,52 @@ def test_failed_parity_deletes_the_output(exported_model, tmp_path, monkeypatch,
     assert not list(tmp_path.iterdir())  # no new file, and the old one is gone
 
 
+@pytest.mark.slow
+def test_openvino_runs_the_file_as_tensorflow_does(onnx_model, exported_model):
+    pytest.importorskip("openvino")
+    model = onnx.load(str(onnx_model))
+    # The two constructs OpenVINO mishandles: a cond (If) and an Unsqueeze with empty axes.
+    assert "If" not in {node.op_type for node in model.graph.node}
+    rng = np.random.default_rng(0)
+    batches = [*onnx_export.parity_images(exported_model, limit=32),   # the training shape too
+               rng.integers(0, 256, (5, 13, 7, 4), dtype=np.uint8),
+               rng.integers(0, 256, (3, 8, 8, 2), dtype=np.uint8)]
+    report = onnx_export.check_parity(model, exported_model, batches)
+    assert report["openvino"]["embedding"] <= onnx_export.TOLERANCE
+    assert report["openvino"]["cluster"] == 0
+
+
+@pytest.mark.slow
+def test_invalid_images_fail_in_every_onnx_runtime(onnx_model):
+    import onnxruntime
+
+    openvino = pytest.importorskip("openvino")
+    session = onnxruntime.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
+    compiled = openvino.Core().compile_model(str(onnx_model), "CPU")
+    for shape in [(1, 0, 8, 1), (1, 8, 8, 5), (1, 8, 8, 200)]:
+        images = np.zeros(shape, np.uint8)
+        with pytest.raises(Exception, match="Reshape"):
+            session.run(None, {"images": images})
+        with pytest.raises(RuntimeError):
+            compiled(images)
+    assert session.run(None, {"images": np.zeros((1, 1, 1, 1), np.uint8)})[0].shape == (1,)
+
+
+def test_empty_unsqueezes_become_identities_and_others_stay():
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["x", "none"], ["y"]),
+         helper.make_node("Unsqueeze", ["y", "zero"], ["z"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(np.zeros(0, np.int64), "none"),
+         numpy_helper.from_array(np.zeros(1, np.int64), "zero")])
+    model = onnx_export.drop_empty_unsqueezes(helper.make_model(graph))
+    assert [(n.op_type, list(n.input)) for n in model.graph.node] == [
+        ("Identity", ["x"]), ("Unsqueeze", ["y", "zero"])]
+
+
 def test_missing_saved_model_is_a_one_line_error(tmp_path, capsys):
     code = run_cli(onnx_export.main, ["--saved-model", str(tmp_path), "--out",
                                       str(tmp_path / "m.onnx")])

@@ -25,6 +25,7 @@ from serving_fixtures import (  # noqa: E402
     outputs_of,
     own_outputs,
     png_bytes,
+    png_header,
     predict_request,
     write_model,
 )
@@ -154,17 +155,6 @@ def _claim(shape, dtype=None, values=(0,), signature=""):
     return request
 
 
-def _png_header(height, width):
-    """The first bytes of a PNG claiming height × width pixels (no pixel data)."""
-    import struct
-    import zlib
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
-            + struct.pack(">I", zlib.crc32(chunk)))
-
-
 def _spec(request, **fields):
     for key, value in fields.items():
         setattr(request.model_spec, key, value)
@@ -221,7 +211,7 @@ def _bad_predicts():
         "claimed huge image": (CODE.RESOURCE_EXHAUSTED, "8192 x 8192 pixels",
                                _claim((1, 8192, 8192, 1))),
         "huge png": (CODE.RESOURCE_EXHAUSTED, "20000 x 20000 pixels",
-                     predict_request({"image_bytes": np.array([_png_header(20000, 20000)],
+                     predict_request({"image_bytes": np.array([png_header(20000, 20000)],
                                                               dtype=object)},
                                      signature="serving_bytes")),
     }
