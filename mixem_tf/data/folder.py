@@ -72,7 +72,7 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, UnidentifiedImageError):
         return "not a readable image (contents not recognised)"
     text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return f"not a readable image ({type(error).__name__}{': ' + text if text else ''})"
 
 
 def absolute_folder_name(name: str) -> str:
