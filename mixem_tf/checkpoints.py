@@ -248,10 +248,9 @@ def latest_checkpoint(directory) -> tuple[Path, dict] | None:
         if problem is not None:
             skipped.append(problem)
             continue
-        if notes or skipped:
+        if notes or skipped:  # raised here, so a caller that looks twice warns once
             warnings.warn("; ".join(notes + skipped) + f"; using {path} (epoch "
-                          f"{entry['epoch']}), the newest intact checkpoint",
-                          CheckpointWarning, stacklevel=2)
+                          f"{entry['epoch']}), the newest intact checkpoint", CheckpointWarning)
         return path, {k: v for k, v in entry.items() if k != "checkpoints"}
     raise CorruptCheckpointError(f"no intact checkpoint in {directory}: " + "; ".join(skipped))
 

@@ -195,3 +195,13 @@ def test_resuming_past_a_corrupt_checkpoint_ends_as_a_clean_run(tmp_path):
         assert len(weights_a) == len(weights_b) > 0
         for (name, a), (_, b) in zip(weights_a, weights_b):
             np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_looking_twice_warns_once(folder):
+    (folder / "epoch-0003.npz").write_bytes(b"")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        first = checkpoints.latest_checkpoint(folder)  # e.g. train_run's check, then restore
+        second = checkpoints.latest_checkpoint(folder)
+    assert first[1]["epoch"] == second[1]["epoch"] == 2
+    assert len([w for w in caught if w.category is checkpoints.CheckpointWarning]) == 1
