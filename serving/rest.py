@@ -1,245 +1,196 @@
-"""TF Serving's REST API (``--rest_api_port``) over the same servicers as the gRPC API.
+"""TF Serving's REST API (``--rest_api_port``): a Starlette app served by uvicorn in a thread
+of the gRPC server's process, over the same servicers and checks (serving/rest_json.py).
 
     GET  /v1/models/NAME[/versions/V]             → model status
     GET  /v1/models/NAME[/versions/V]/metadata    → signature defs
-    POST /v1/models/NAME[/versions/V]:predict     → {"instances": [...]} (row format) or
-                                                     {"inputs": ...} (columnar format)
+    POST /v1/models/NAME[/versions/V]:predict     → predictions
 
-JSON values become tensors of the signature's dtype; strings may be given as {"b64": "..."}
-(encoded images for `serving_bytes`). Every request is turned into the gRPC request proto and
-checked by the same code, so statuses and messages are the gRPC API's; the HTTP status is the
-usual mapping of the gRPC code (400, 404, 429, 500, ...) with ``{"error": message}``.
+uvicorn (with h11) parses HTTP: a malformed request line, header or Content-Length is a 400
+before the app sees it. The app refuses a body over ``--max_request_bytes`` from its
+Content-Length, before reading it (a body without one is counted while it arrives), and gives
+each request ``--rest_api_timeout_in_ms`` to arrive and be answered (then 504, TF Serving's
+code for DEADLINE_EXCEEDED); a connection that has not sent a whole request header within
+that time is closed. JSON is parsed, and the model run, in worker threads, so a large request
+never stalls the others (or the gRPC front). Errors come back as ``{"error": message}`` with
+TF Serving's HTTP code for the gRPC status (http_server.cc: 400, 404, 429, 501, 500, ...).
+Shutdown closes idle connections at once and waits at most the grace period for the rest.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import json
+import logging
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import anyio
 import grpc
-import numpy as np
-from google.protobuf import json_format
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    predict_pb2,
-)
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from serving.service import DEFAULT_SIGNATURE, Servicers, ServingError
+from serving.errors import ServingError
+from serving.rest_json import metadata_json, predict_json, status_json
+from serving.service import Servicers
+
+log = logging.getLogger("serving")
 
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
                    r"(?:/labels/(?P<label>[^/:]+))?(?P<verb>/metadata|:predict)?$")
+# TF Serving's HTTP code for each gRPC status (http_server.cc, ToHTTPStatusCode).
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.OUT_OF_RANGE: 400, grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
     grpc.StatusCode.UNIMPLEMENTED: 501, grpc.StatusCode.UNAVAILABLE: 503,
 }
 
 
-def _invalid(message: str) -> ServingError:
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+# Answers after which the connection is closed: the body may be left unread.
+_CLOSING = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
-def from_json(value, dtype_enum: int) -> np.ndarray:
-    """A JSON value (nested lists, {"b64": ...} for bytes) as an array of the given TF dtype."""
-    import tensorflow as tf
+def _error(code: grpc.StatusCode, message: str) -> JSONResponse:
+    headers = {"Connection": "close"} if code in _CLOSING else None
+    return JSONResponse({"error": message}, HTTP_STATUS.get(code, 500), headers=headers)
 
-    dtype = tf.dtypes.as_dtype(dtype_enum)
-    if dtype == tf.string:
-        def to_bytes(item):
-            if isinstance(item, list):
-                return [to_bytes(x) for x in item]
-            if isinstance(item, dict) and set(item) == {"b64"}:
-                return base64.b64decode(item["b64"], validate=True)
-            if isinstance(item, str):
-                return item.encode()
-            raise _invalid(f"expected a string or {{\"b64\": ...}}, got {type(item).__name__}")
 
-        return np.array(to_bytes(value), dtype=object)
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (RESOURCE_EXHAUSTED) from its Content-Length before any of it is read,
+    or as soon as a body without one passes `limit`."""
+    length = int(request.headers.get("content-length", 0))  # h11 has checked it is a number
+    if length > limit:
+        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"request body of {length} bytes; the limit is {limit} "
+                           f"(--max_request_bytes)")
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"request body over {limit} bytes (--max_request_bytes)")
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _parse_json(raw: bytes):
+    """The request body as JSON; INVALID_ARGUMENT with TF Serving's "JSON Parse error" prefix
+    (json_tensor.cc) when it is empty, malformed or nested too deeply for Python's parser."""
+    if not raw:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           "JSON Parse error: The document is empty")
     try:
-        return np.asarray(value, dtype=dtype.as_numpy_dtype)
-    except (TypeError, ValueError, OverflowError) as error:
-        raise _invalid(f"cannot read the value as {dtype.name}: {error}") from None
+        return json.loads(raw)
+    except RecursionError:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           "JSON Parse error: the document is nested too deeply") from None
+    except ValueError as error:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"JSON Parse error: {error}") from None
 
 
-def to_json(array: np.ndarray):
-    """Output arrays as JSON values; bytes become {"b64": ...}."""
-    if array.dtype == object:
-        encode = np.vectorize(lambda b: {"b64": base64.b64encode(b).decode()}, otypes=[object])
-        return encode(array).tolist()
-    return array.tolist()
+def build_app(servicers: Servicers, max_body_bytes: int, timeout_seconds: float) -> Starlette:
+    """The ASGI app answering TF Serving's REST paths for `servicers`."""
+
+    def in_thread(function, *args):  # abandoned, not awaited, when the request times out
+        return anyio.to_thread.run_sync(function, *args, abandon_on_cancel=True)
+
+    async def answer(request: Request) -> dict:
+        path, method = request.url.path, request.method
+        match = _PATH.match(path)
+        verb = match and match["verb"]
+        if match is None or (method == "POST") != (verb == ":predict"):
+            # http_rest_api_handler.cc, ProcessRequest
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Malformed request: {method} {path}")
+        where = (servicers, match["name"], match["version"], match["label"])
+        if verb == ":predict":
+            body = await in_thread(_parse_json, await _read_body(request, max_body_bytes))
+            return await in_thread(predict_json, *where, body)
+        if verb == "/metadata":
+            return await in_thread(metadata_json, *where)
+        return await in_thread(status_json, *where)
+
+    async def endpoint(request: Request) -> JSONResponse:
+        try:
+            with anyio.fail_after(timeout_seconds):
+                return JSONResponse(await answer(request))
+        except ServingError as error:
+            return _error(error.code, str(error))
+        except TimeoutError:
+            return _error(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          f"the request took longer than {timeout_seconds * 1000:.0f} ms "
+                          f"(--rest_api_timeout_in_ms)")
+        except ClientDisconnect:
+            return _error(grpc.StatusCode.CANCELLED, "the client went away")
+        except Exception as error:  # the server keeps serving
+            log.exception("REST %s %s failed", request.method, request.url.path)
+            return _error(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+
+    return Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
 
 
-def predict_request(name: str, version: str | None, body: dict, signature_def) -> tuple:
-    """A PredictRequest from a REST body; returns (request, row_format)."""
-    import tensorflow as tf
+def _protocol(header_timeout: float):
+    """uvicorn's h11 protocol, closing a connection whose request header is not complete
+    `header_timeout` seconds after it opened or after its last response (uvicorn's own
+    keep-alive timer restarts on every byte, so a client trickling a header never meets it)."""
 
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    if version is not None:
-        request.model_spec.version.value = int(version)
-    request.model_spec.signature_name = body.get("signature_name", DEFAULT_SIGNATURE)
-    expected = signature_def.inputs
-    if ("instances" in body) == ("inputs" in body):
-        raise _invalid('the body must have exactly one of "instances" or "inputs"')
-    if "instances" in body:
-        instances = body["instances"]
-        if not isinstance(instances, list) or not instances:
-            raise _invalid('"instances" must be a non-empty list')
-        if all(isinstance(i, dict) and "b64" not in i for i in instances):
-            columns = {key: [i.get(key) for i in instances] for key in instances[0]}
-        elif len(expected) == 1:
-            columns = {next(iter(expected)): instances}
-        else:
-            raise _invalid(f"the signature takes {sorted(expected)}: give each instance as "
-                           f"an object with those keys")
-    else:
-        inputs = body["inputs"]
-        if isinstance(inputs, dict) and "b64" not in inputs:
-            columns = inputs
-        elif len(expected) == 1:
-            columns = {next(iter(expected)): inputs}
-        else:
-            raise _invalid(f'"inputs" must be an object with keys {sorted(expected)}')
-    for key, value in columns.items():
-        if key not in expected:
-            raise _invalid(f"unknown input {key!r}; the signature takes {sorted(expected)}")
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(from_json(value, expected[key].dtype)))
-    return request, "instances" in body
+    class Protocol(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm_header_deadline()
 
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm_header_deadline()
 
-def predict_json(servicers: Servicers, name: str, version, label, body) -> dict:
-    import tensorflow as tf
+        def _arm_header_deadline(self):
+            self.loop.call_later(header_timeout, self._header_deadline, self.cycle)
 
-    if not isinstance(body, dict):
-        raise _invalid("the request body must be a JSON object")
-    spec = predict_pb2.PredictRequest().model_spec
-    spec.name = name
-    spec.version_label = label or ""
-    if version is not None:
-        spec.version.value = int(version)
-    signature = body.get("signature_name", DEFAULT_SIGNATURE)
-    with servicers.version_of(spec) as loaded:  # the signature's dtypes, or NOT_FOUND
-        if signature not in loaded.signature_defs:
-            raise _invalid(f"unknown signature {signature!r}; model {name!r} has "
-                           f"{sorted(loaded.signature_defs)}")
-        signature_def = loaded.signature_defs[signature]
-    request, rows = predict_request(name, version, body, signature_def)
-    response = servicers.predict(request)
-    outputs = {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
-    if not rows:
-        if len(outputs) == 1:
-            return {"outputs": to_json(next(iter(outputs.values())))}
-        return {"outputs": {key: to_json(value) for key, value in outputs.items()}}
-    columns = {key: to_json(value) for key, value in outputs.items()}
-    if len(columns) == 1:
-        return {"predictions": next(iter(columns.values()))}
-    count = len(next(iter(columns.values())))
-    return {"predictions": [{key: column[i] for key, column in columns.items()}
-                            for i in range(count)]}
+        def _header_deadline(self, cycle):
+            if self.cycle is cycle and not self.transport.is_closing():
+                self.transport.close()  # no new request began since the deadline was armed
 
-
-def status_json(servicers: Servicers, name: str, version, label) -> dict:
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = name
-    request.model_spec.version_label = label or ""
-    if version is not None:
-        request.model_spec.version.value = int(version)
-    return json_format.MessageToDict(servicers.status(request), preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
-
-
-def metadata_json(servicers: Servicers, name: str, version, label) -> dict:
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-    request.model_spec.name = name
-    request.model_spec.version_label = label or ""
-    if version is not None:
-        request.model_spec.version.value = int(version)
-    response = servicers.metadata(request)
-    signatures = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata["signature_def"].Unpack(signatures)
-    return {"model_spec": _as_dict(response.model_spec),
-            "metadata": {"signature_def": _as_dict(signatures)}}
-
-
-def _as_dict(message) -> dict:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
-
-
-def handler_for(servicers: Servicers, max_body_bytes: int):
-    """A BaseHTTPRequestHandler class answering TF Serving's REST paths for `servicers`."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self):
-            self._answer("GET")
-
-        def do_POST(self):
-            self._answer("POST")
-
-        def log_message(self, format, *args):  # quiet: gRPC does not log each request either
-            pass
-
-        def _answer(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                if length > max_body_bytes:
-                    raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                       f"request body of {length} bytes; the limit is "
-                                       f"{max_body_bytes}")
-                raw = self.rfile.read(length) if length else b""
-                match = _PATH.match(self.path)
-                verb = match and match["verb"]
-                if match is None or (method == "POST") != (verb == ":predict"):
-                    raise ServingError(grpc.StatusCode.NOT_FOUND,
-                                       f"no such endpoint: {method} {self.path}")
-                where = (servicers, match["name"], match["version"], match["label"])
-                if verb == ":predict":
-                    try:
-                        body = json.loads(raw)
-                    except ValueError as error:
-                        raise _invalid(f"the body is not JSON: {error}") from None
-                    result = predict_json(*where, body)
-                elif verb == "/metadata":
-                    result = metadata_json(*where)
-                else:
-                    result = status_json(*where)
-                self._send(200, result)
-            except ServingError as error:
-                self._send(HTTP_STATUS.get(error.code, 500), {"error": str(error)})
-            except Exception as error:  # the server keeps serving
-                self._send(500, {"error": f"{type(error).__name__}: {error}"})
-
-        def _send(self, status: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    return Handler
+    return Protocol
 
 
 class RestServer:
-    """The REST API on `host:port` in a background thread; `port` is the bound port."""
+    """The REST API on `host:port`, served by uvicorn in a background thread; `port` is the
+    bound port."""
 
-    def __init__(self, servicers: Servicers, host: str, port: int, max_body_bytes: int):
+    def __init__(self, servicers: Servicers, host: str, port: int, max_body_bytes: int,
+                 timeout_seconds: float = 30.0):
+        import socket
+
         try:
-            self._http = ThreadingHTTPServer((host, port), handler_for(servicers, max_body_bytes))
+            self._socket = socket.create_server((host, port), family=_family(host))
         except OSError as error:
             raise ValueError(f"cannot listen on {host}:{port} for REST: {error}") from None
-        self._http.daemon_threads = False  # shutdown waits for requests in flight
-        self.port = self._http.server_address[1]
-        self._thread = threading.Thread(target=self._http.serve_forever, name="rest",
-                                        daemon=True)
+        self.port = self._socket.getsockname()[1]
+        config = uvicorn.Config(build_app(servicers, max_body_bytes, timeout_seconds),
+                                http=_protocol(timeout_seconds), lifespan="off",
+                                access_log=False, log_config=None, timeout_keep_alive=5,
+                                timeout_graceful_shutdown=10)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, name="rest", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stops accepting; waits for the requests being answered."""
-        self._http.shutdown()
-        self._http.server_close()
+    def _serve(self) -> None:
+        asyncio.run(self._server.serve(sockets=[self._socket]))
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stops accepting and closes idle connections; requests being answered get `grace`
+        seconds, then are cancelled and their connections closed."""
+        self._server.config.timeout_graceful_shutdown = max(grace, 0.1)
+        self._server.should_exit = True
+        self._thread.join(grace + 5)
+
+
+def _family(host: str):
+    import socket
+
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

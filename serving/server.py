@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=non_negative(int), default=8500, help="gRPC port (0: any free port)")
     add("--rest_api_port", type=non_negative(int), default=None,
         help="also serve TF Serving's REST API on this port (0: any free port; default: off)")
+    add("--rest_api_timeout_in_ms", type=positive(int), default=30000,
+        help="time a REST request has to arrive and be answered (then 504)")
     add("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     add("--model_name", default="default", help="name clients put in ModelSpec.name")
     add("--model_base_path", required=True, help="folder of numbered SavedModel versions")
@@ -92,7 +94,7 @@ class RunningServer:
         if self.batcher is not None:
             self.batcher.flush()  # queued requests run now instead of waiting their timeout
         if self.rest is not None:
-            self.rest.stop()
+            self.rest.stop(grace)
         stopped.wait()
         if self.batcher is not None:
             self.batcher.stop()
@@ -142,7 +144,8 @@ def start(args: argparse.Namespace) -> RunningServer:
         from serving.rest import RestServer
 
         try:
-            rest = RestServer(servicers, args.host, args.rest_api_port, args.max_request_bytes)
+            rest = RestServer(servicers, args.host, args.rest_api_port, args.max_request_bytes,
+                              args.rest_api_timeout_in_ms / 1000)
         except ValueError:
             models.stop()
             raise

@@ -1,7 +1,11 @@
-"""TF Serving's REST API (`--rest_api_port`) over the same model and checks as gRPC."""
+"""TF Serving's REST API (`--rest_api_port`) over the same model and checks as gRPC, and what
+hostile HTTP clients cannot do to it. Where TF Serving has the check, the expected message is
+its own and the source file is named."""
 
 import base64
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -11,7 +15,9 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from serving import server as server_cli  # noqa: E402
-from serving_fixtures import images, own_outputs, png_bytes, write_model  # noqa: E402
+from serving_fixtures import images, own_outputs, png_bytes, png_header, write_model  # noqa: E402
+
+TIMEOUT_MS = 3000
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +27,15 @@ def rest(tmp_path_factory):
     path = write_model(base, 1)
     args = server_cli.build_parser().parse_args(
         ["--port=0", "--rest_api_port=0", "--model_name=mixem", f"--model_base_path={base}",
-         "--file_system_poll_wait_seconds=0", "--max_images_per_request=4"])
+         "--file_system_poll_wait_seconds=0", "--max_images_per_request=4",
+         "--max_request_bytes=1000000", f"--rest_api_timeout_in_ms={TIMEOUT_MS}"])
     running = server_cli.start(args)
     yield f"http://127.0.0.1:{running.rest.port}/v1/models", path
     running.stop(1)
+
+
+def port_of(url):
+    return int(url.split(":")[2].split("/")[0])
 
 
 def call(url, body=None, raw=None):
@@ -74,20 +85,125 @@ def test_predict_columnar_b64_bytes(rest):
                                atol=1e-6)
 
 
-@pytest.mark.parametrize("url_tail, body, raw, status", [
-    ("/other:predict", {"instances": [[[[0]]]]}, None, 404),
-    ("/mixem/versions/9:predict", {"instances": [[[[0]]]]}, None, 404),
-    ("/mixem:predict", {"signature_name": "nope", "instances": [[[[0]]]]}, None, 400),
-    ("/mixem:predict", {"instances": [[0, 1]]}, None, 400),  # rank 2, signature wants 4
-    ("/mixem:predict", {"signature_name": "serving_bytes",
-                        "instances": [{"b64": base64.b64encode(b"junk").decode()}]}, None, 400),
-    ("/mixem:predict", None, b"{not json", 400),
-    ("/mixem:predict", {"instances": np.zeros((5, 2, 2, 1), int).tolist()}, None, 429),
-    ("/mixem:explain", {"instances": []}, None, 404),
-], ids=["model", "version", "signature", "rank", "corrupt", "json", "rows", "path"])
-def test_bad_requests_get_http_statuses(rest, url_tail, body, raw, status):
+def b64(data):
+    return {"b64": base64.b64encode(data).decode()}
+
+
+DEEP = b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+BYTES = "serving_bytes"
+
+
+@pytest.mark.parametrize("url_tail, body, raw, status, message", [
+    ("/other:predict", {"instances": [[[[0]]]]}, None, 404, "'other'"),
+    ("/mixem/versions/9:predict", {"instances": [[[[0]]]]}, None, 404, "version 9"),
+    # server_core.cc, GetModelVersionForLabel
+    ("/mixem/labels/stable:predict", {"instances": [[[[0]]]]}, None, 400,
+     "Unrecognized servable version label: stable"),
+    # http_rest_api_handler.cc, GetInfoMap
+    ("/mixem:predict", {"signature_name": "nope", "instances": [[[[0]]]]}, None, 400,
+     'Serving signature name: "nope" not found in signature def'),
+    ("/mixem:predict", {"instances": [[0, 1]]}, None, 400, "rank 4"),
+    ("/mixem:predict", {"signature_name": BYTES, "instances": [b64(b"junk")]}, None, 400, ""),
+    # json_tensor.cc: ParseJson, TypeError, JsonDecodeBase64Object, Base64FormatError
+    ("/mixem:predict", None, b"{not json", 400, "JSON Parse error"),
+    ("/mixem:predict", None, b"", 400, "JSON Parse error: The document is empty"),
+    ("/mixem:predict", None, DEEP, 400, "JSON Parse error"),
+    ("/mixem:predict", {"instances": [[[[0.5]]]]}, None, 400,
+     "JSON Value: 0.5 Type: Number is not of expected type: uint8"),
+    ("/mixem:predict", {"instances": [[[[True]]]]}, None, 400,
+     "JSON Value: true Type: Boolean is not of expected type: uint8"),
+    ("/mixem:predict", {"instances": [[[[300]]]]}, None, 400, "out of the range of uint8"),
+    ("/mixem:predict", {"signature_name": BYTES, "instances": [{"b64": "%%%"}]}, None, 400,
+     "Unable to base64 decode"),
+    ("/mixem:predict", {"signature_name": BYTES, "instances": [{"b64": 123}]}, None, 400,
+     'JSON Value: {"b64": 123} not formatted correctly for base64 data'),
+    ("/mixem:predict", {"instances": np.zeros((5, 2, 2, 1), int).tolist()}, None, 429,
+     "at most 4"),
+    ("/mixem:predict", {"signature_name": BYTES, "instances": [b64(png_header(20000, 20000))]},
+     None, 429, "20000 x 20000 pixels"),
+    ("/mixem:predict", None, b" " * 1_000_001, 429, "limit is 1000000"),
+    # http_rest_api_handler.cc, ProcessRequest
+    ("/mixem:explain", {"instances": []}, None, 400, "Malformed request: POST"),
+], ids=["model", "version", "label", "signature", "rank", "corrupt", "json", "empty", "deep",
+        "float pixels", "bool pixels", "range", "bad base64", "b64 number", "rows", "huge png",
+        "body", "path"])
+def test_bad_requests_get_tf_servings_status_and_message(rest, url_tail, body, raw, status,
+                                                          message):
     url, _ = rest
     got, reply = call(url + url_tail, body, raw)
     assert got == status, reply
-    assert reply["error"]
+    assert reply["error"] and message in reply["error"]
     assert call(f"{url}/mixem:predict", {"instances": images(1).tolist()})[0] == 200
+
+
+def exchange(port, data: bytes, wait=10.0) -> bytes:
+    """Sends raw bytes, returns what comes back until the server closes or `wait` passes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(data)
+        reply = b""
+        try:
+            while chunk := sock.recv(65536):
+                reply += chunk
+        except socket.timeout:
+            pass
+    return reply
+
+
+def test_a_malformed_content_length_is_a_400_and_the_server_keeps_serving(rest):
+    url, _ = rest
+    reply = exchange(port_of(url), b"POST /v1/models/mixem:predict HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Length: abc\r\n\r\n{}")
+    assert reply.startswith(b"HTTP/1.1 400")
+    assert call(f"{url}/mixem:predict", {"instances": images(1).tolist()})[0] == 200
+
+
+def test_a_large_body_is_refused_from_its_content_length_before_it_is_sent(rest):
+    url, _ = rest
+    started = time.monotonic()
+    reply = exchange(port_of(url), b"POST /v1/models/mixem:predict HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Length: 50000000\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 429") and b"limit is 1000000" in reply
+    assert time.monotonic() - started < TIMEOUT_MS / 1000  # answered, not timed out
+
+
+def test_a_half_sent_body_times_out_with_504_and_a_trickled_header_is_closed(rest):
+    url, _ = rest
+    started = time.monotonic()
+    reply = exchange(port_of(url), b"POST /v1/models/mixem:predict HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Length: 100\r\n\r\n{\"inst", wait=30)
+    assert reply.startswith(b"HTTP/1.1 504") and b"rest_api_timeout_in_ms" in reply
+    assert TIMEOUT_MS / 1000 <= time.monotonic() - started < 20
+    started = time.monotonic()
+    assert exchange(port_of(url), b"GET /v1/models/mixem HTTP/1.1\r\nHo", wait=30) == b""
+    assert TIMEOUT_MS / 1000 <= time.monotonic() - started < 20  # closed by the server
+    assert call(f"{url}/mixem")[0] == 200
+
+
+def test_shutdown_finishes_within_the_grace_whatever_connections_stay_open(tmp_path):
+    base = tmp_path / "mixem"
+    base.mkdir()
+    write_model(base, 1)
+    running = server_cli.start(server_cli.build_parser().parse_args(
+        ["--port=0", "--rest_api_port=0", "--model_name=mixem", f"--model_base_path={base}",
+         "--file_system_poll_wait_seconds=0"]))  # request timeout 30 s, far past the grace
+    port = running.rest.port
+    idle = socket.create_connection(("127.0.0.1", port))  # connected, never sends a byte
+    kept = socket.create_connection(("127.0.0.1", port))  # keep-alive after one request
+    kept.sendall(b"GET /v1/models/mixem HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+    half = socket.create_connection(("127.0.0.1", port))  # a body that never ends
+    half.sendall(b"POST /v1/models/mixem:predict HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Length: 1000\r\n\r\n{")
+    time.sleep(0.3)
+    started = time.monotonic()
+    running.stop(1.0)
+    assert time.monotonic() - started < 4.0
+    for sock in (idle, kept, half):
+        sock.settimeout(5)
+        try:
+            assert not sock.recv(65536).startswith(b"HTTP/1.1 200")  # closed (b"") or an error
+        except ConnectionResetError:
+            pass
+        sock.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
