@@ -1,4 +1,4 @@
-"""Heads on top of the backbone representation h (METHODS.md §1.1, §5.4).
+"""Heads on top of the backbone representation h (METHODS.md §1.1, §3.1, §5.4).
 
 Dense layers here are initialised as PyTorch's `nn.Linear` (weights and biases
 U(±1/√fan_in)), as the papers' heads were, rather than Keras' Glorot-uniform and zero bias.
@@ -11,7 +11,7 @@ import math
 import keras
 from keras import ops
 
-__all__ = ["MixtureHead", "ProjectionHead", "torch_dense"]
+__all__ = ["MixtureHead", "ProjectionHead", "StudentTAssignment", "torch_dense"]
 
 
 def torch_dense(units: int, fan_in: int, *, name: str | None = None, **kwargs):
@@ -125,3 +125,45 @@ class MixtureHead(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_components": self.num_components,
                 "embedding_dim": self.embedding_dim, "hidden_dim": self.hidden_dim}
+
+
+@keras.saving.register_keras_serializable("mixem_tf")
+class StudentTAssignment(keras.layers.Layer):
+    """DEC's clustering layer (Xie et al. 2016; method 3, METHODS.md §3.1): K trainable centres
+    μ_k in the space of h and the Student-t soft assignment
+    q_ik ∝ (1 + ‖h_i − μ_k‖² / α)^(−(α+1)/2), normalised over k (α = 1 in the paper), computed
+    as a softmax of the log-kernel so that far points do not underflow.
+
+    The centres start at zero; a method sets them (e.g. K-means on h) before training.
+
+    Example:
+        >>> q = StudentTAssignment(num_clusters=10)(h)      # [N, 10], rows sum to 1
+    """
+
+    def __init__(self, num_clusters: int = 10, alpha: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if num_clusters < 2:
+            raise ValueError(f"need at least 2 centres, got {num_clusters}")
+        if not alpha > 0:
+            raise ValueError(f"the Student-t alpha must be positive, got {alpha}")
+        self.num_clusters = int(num_clusters)
+        self.alpha = float(alpha)
+
+    def build(self, input_shape):
+        self.centres = self.add_weight((self.num_clusters, int(input_shape[-1])), "zeros",
+                                       name="centres")
+
+    def call(self, h):
+        h = ops.cast(h, "float32")
+        squared = (ops.sum(ops.square(h), axis=-1, keepdims=True)
+                   - 2.0 * ops.matmul(h, ops.transpose(self.centres))
+                   + ops.sum(ops.square(self.centres), axis=-1)[None, :])
+        squared = ops.maximum(squared, 0.0)
+        log_kernel = -(self.alpha + 1.0) / 2.0 * ops.log1p(squared / self.alpha)
+        return ops.softmax(log_kernel, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.num_clusters)
+
+    def get_config(self):
+        return {**super().get_config(), "num_clusters": self.num_clusters, "alpha": self.alpha}

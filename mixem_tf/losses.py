@@ -14,6 +14,8 @@ from mixem_tf.distributed import gather_replicas, replica_info
 __all__ = [
     "NTXentLoss",
     "associative_pull_push",
+    "dec_target",
+    "kl_divergence",
     "l2_normalize",
     "marginal_negative_entropy",
     "sharpening",
@@ -144,3 +146,20 @@ def associative_pull_push(z, pi):
     k = ops.cast(num_components, "float32")
     push = -ops.sum(pairwise * off_diagonal) / (k * (k - 1.0))
     return pull, push
+
+
+def dec_target(q, eps=1e-8):
+    """DEC's sharpened target (Xie et al. 2016; METHODS.md §3.2), a constant:
+    p_ik = (q_ik² / f_k) / Σ_l (q_il² / f_l) with cluster frequencies f_k = Σ_i q_ik over the
+    global batch (gathered across replicas); `eps` keeps an empty cluster's f_k from dividing by
+    zero."""
+    q = ops.stop_gradient(ops.cast(q, "float32"))
+    frequencies = ops.sum(gather_replicas(q), axis=0)
+    weighted = ops.square(q) / (frequencies + eps)
+    return weighted / ops.maximum(ops.sum(weighted, axis=-1, keepdims=True), eps)
+
+
+def kl_divergence(p, q, eps=1e-8):
+    """Mean over samples of KL(p‖q) = Σ_k p_k log(p_k / q_k), with `eps` inside both logs."""
+    p, q = ops.cast(p, "float32"), ops.cast(q, "float32")
+    return ops.mean(ops.sum(p * (ops.log(p + eps) - ops.log(q + eps)), axis=-1))

@@ -6,7 +6,7 @@ method.
 
 Example:
     >>> sorted(METHODS)
-    ['mixem', 'simclr']
+    ['cdec', 'mixem', 'simclr']
     >>> model = build_method(TrainConfig(dataset="digits").resolved(), (8, 8, 1), 10)
 """
 
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from mixem_tf.methods.base import CLEAN, ClusteringMethod
 from mixem_tf.methods.registry import METHODS, method_class, register_method
-from mixem_tf.methods.mixem import MixEM  # each method module registers itself on import
+from mixem_tf.methods.cdec import CDEC  # each method module registers itself on import
+from mixem_tf.methods.mixem import MixEM
 from mixem_tf.methods.simclr import SimCLR
 
-__all__ = ["CLEAN", "METHODS", "ClusteringMethod", "MixEM", "SimCLR", "build_method",
+__all__ = ["CDEC", "CLEAN", "METHODS", "ClusteringMethod", "MixEM", "SimCLR", "build_method",
            "method_class", "register_method"]
 
 
