@@ -11,6 +11,9 @@ writes BASE/NAME/VERSION/ (VERSION = the next integer; an existing version is ne
                                       library versions, creation time
     assets/clusters.json              cluster → majority label and purity on the run's
                                       evaluation data (sizes only when it has no labels)
+    assets.extra/tf_serving_warmup_requests
+                                      TF Serving's warm-up file: a Predict request per
+                                      signature on evaluation images (export/warmup.py)
 
 Everything is checked before anything is written (run, checkpoint, metrics.json,
 readout.npz, the metric gates, the evaluation data); the version is written into a hidden
@@ -36,6 +39,7 @@ from mixem_tf.cli import run
 __all__ = ["MetricGate", "export_run", "next_version"]
 
 ASSETS = ("model_card.json", "clusters.json")
+WARMUP_IMAGES = 4  # evaluation images in each warm-up request
 _COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
             "==": operator.eq}
 _GATE = re.compile(r"^\s*(acc|nmi|ari)\s*(>=|<=|==|>|<)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
@@ -143,6 +147,7 @@ def export_run(run_dir, base_dir, model_name: str, *, readout: str | None = None
     from mixem_tf.runs import load_evaluation, load_metrics, load_readout, load_run, load_run_config
 
     from export.module import ClusteringModule
+    from export.warmup import warmup_requests, write_warmup
 
     import keras
 
@@ -186,6 +191,7 @@ def export_run(run_dir, base_dir, model_name: str, *, readout: str | None = None
         assets.mkdir()
         card_path, clusters_path = assets / ASSETS[0], assets / ASSETS[1]
         tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+        write_warmup(tmp, warmup_requests(evaluation.images[:WARMUP_IMAGES], model_name))
         card_path.write_text(json.dumps(card, indent=2))
         clusters_path.write_text(json.dumps(clusters, indent=2))
         while True:

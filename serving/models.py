@@ -3,7 +3,8 @@
 TF Serving's layout and default version policy ("latest 1"): ``BASE/<version>/saved_model.pb``
 with ``<version>`` a positive integer folder; the highest version is served. A poll thread
 looks for a newer (or, when the served one was deleted, the next lower) version every
-``poll_seconds``; the new version is loaded beside the old one and swapped in, and the old one
+``poll_seconds``; the new version is loaded beside the old one, warmed up with its
+``assets.extra/tf_serving_warmup_requests`` (serving/warmup.py) and swapped in, and the old one
 is released only when the last request holding it has finished.
 
     models = ModelVersions("mixem", "models/mixem", poll_seconds=1.0)
@@ -188,8 +189,12 @@ class ModelVersions:
                 return
 
     def _load(self, version: int) -> LoadedVersion | None:
+        """Loads and warms up `version` (serving/warmup.py); None, logged, if either fails."""
+        from serving.warmup import replay_warmup
+
         try:
             loaded = LoadedVersion(self.name, version, self.base_path / str(version))
+            warmed = replay_warmup(loaded)
         except Exception as error:  # e.g. an export still being written; retried next poll
             message = f"{type(error).__name__}: {error}"
             if self._failed.get(version) != message:
@@ -197,6 +202,9 @@ class ModelVersions:
             self._failed[version] = message
             return None
         self._failed.pop(version, None)
+        if warmed:
+            log.info("model %s: version %d warmed up with %d requests", self.name, version,
+                     warmed)
         return loaded
 
     def _swap(self, loaded: LoadedVersion) -> None:

@@ -47,7 +47,8 @@ def _serve(version_dir, signature="serving_default"):
 @pytest.mark.slow
 def test_layout_assets_and_versions(exported_model, digits_run, tmp_path):
     assert exported_model.name == "1"
-    for name in ("saved_model.pb", "variables", "assets/model_card.json", "assets/clusters.json"):
+    for name in ("saved_model.pb", "variables", "assets/model_card.json", "assets/clusters.json",
+                 "assets.extra/tf_serving_warmup_requests"):
         assert (exported_model / name).exists(), name
     card = json.loads((exported_model / "assets" / "model_card.json").read_text())
     assert card["method"] == "mixem" and card["dataset"] == "digits"
@@ -153,6 +154,23 @@ def test_any_size_and_channel_count(exported_model):
     np.testing.assert_allclose(serve(images=tf.constant(rgba))["embedding"].numpy(),
                                out["embedding"].numpy(), atol=1e-6)  # alpha dropped
     assert serve(images=tf.constant(rgb[:, :5, :13]))["cluster"].shape == (3,)
+
+
+@pytest.mark.slow
+def test_the_warmup_file_holds_a_predict_request_per_signature_that_runs(exported_model):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
+               tf.data.TFRecordDataset(str(exported_model / "assets.extra"
+                                           / "tf_serving_warmup_requests"))]
+    requests = [r.predict_log.request for r in records]
+    assert [r.model_spec.signature_name for r in requests] == ["serving_default",
+                                                              "serving_bytes"]
+    for request in requests:
+        (name, tensor), = request.inputs.items()
+        outputs = _serve(exported_model, request.model_spec.signature_name)(
+            **{name: tf.constant(tf.make_ndarray(tensor))})
+        assert outputs["cluster"].shape == (4,)
 
 
 @pytest.mark.slow

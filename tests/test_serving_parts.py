@@ -140,3 +140,26 @@ def test_image_size_reads_the_header_of_every_decodable_format(format):
     decoded = tf.io.decode_image(data, expand_animations=False)  # as the exported graph does
     assert decoded.shape[:2] == (37, 61)
     assert image_size(data[:8]) is None and image_size(b"not an image") is None
+
+
+def test_a_new_version_replays_its_warmup_file_before_it_serves(tmp_path, caplog):
+    from tensorflow_serving.apis import predict_pb2
+
+    from export.warmup import warmup_requests, write_warmup
+    from serving_fixtures import images, write_model
+
+    caplog.set_level("INFO")
+    path = write_model(tmp_path, 1)
+    write_warmup(path, warmup_requests(images(2, 8, 8, 3), "m"))
+    models = ModelVersions("m", tmp_path, poll_seconds=0)
+    models.start()
+    assert models.current.calls == 2  # both signatures ran before the version was served
+    assert "version 1 warmed up with 2 requests" in caplog.text
+    # A warm-up request the model cannot run: the version is refused, the old one serves.
+    path = write_model(tmp_path, 2)
+    bad = predict_pb2.PredictRequest()
+    bad.model_spec.signature_name = "nope"
+    write_warmup(path, [bad])
+    models.poll()
+    assert models.current.version == 1
+    assert "cannot load version 2" in caplog.text and "'nope'" in caplog.text
