@@ -2,7 +2,8 @@
 
 `resolved()` fills the unset fields from the method's recipe for the dataset
 (`ClusteringMethod.recipe`) and the method's paper protocol, completes and checks the method's
-options (`ClusteringMethod.Options`), and checks every shared value. A dict-valued option
+options (`ClusteringMethod.Options`), and checks every shared value. A `folder:` path is stored
+absolute, so a run resumes and exports from any working directory. A dict-valued option
 (MIX'EM's term weights) merges the user's entries over the recipe's, entry by entry.
 
 Example:
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 
 __all__ = ["TrainConfig", "dataset_recipe"]
 
@@ -122,6 +122,7 @@ class TrainConfig:
 
     def resolved(self) -> "TrainConfig":
         """A copy with the recipe's defaults filled in and every value checked."""
+        from mixem_tf.data.folder import absolute_folder_name
         from mixem_tf.methods import method_class
 
         self._check_types()
@@ -134,9 +135,7 @@ class TrainConfig:
                 values[key] = value
         for key, value in method.protocol.items():
             values[key] = values[key] or value
-        if values["dataset"].startswith("folder:"):
-            path = values["dataset"][len("folder:"):]
-            values["dataset"] = "folder:" + str(Path(path).expanduser().absolute())
+        values["dataset"] = absolute_folder_name(values["dataset"])
         options = dict(recipe_options)
         for key, value in self.options.items():
             both_dicts = isinstance(value, dict) and isinstance(options.get(key), dict)

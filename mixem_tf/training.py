@@ -10,6 +10,7 @@ the run directory:
     runs/NAME/logs/            TensorBoard logs (when TensorFlow is installed)
     runs/NAME/metrics.json     the read-out table with cluster-size histograms
     runs/NAME/readout.npz      K-means centroids of every read-out (for export)
+    runs/NAME/skipped_files.csv  `folder:` data: every file not used, with the reason
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +28,8 @@ import numpy as np
 import keras
 
 from mixem_tf import checkpoints
-from mixem_tf.callbacks import (EpochCheckpoint, HistoryCSV, MethodHooks, NonFiniteLossError,
-                                StopOnNonFiniteLoss, Throughput)
+from mixem_tf.callbacks import (EpochCheckpoint, EpochTimeEstimate, HistoryCSV, MethodHooks,
+                                NonFiniteLossError, StopOnNonFiniteLoss, Throughput)
 from mixem_tf.cluster import readout_table
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.methods import build_method, method_class
@@ -35,6 +37,8 @@ from mixem_tf.recipes import TrainConfig
 from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config, readout_key
 from mixem_tf.report import format_table
 from mixem_tf.versions import library_versions
+
+SKIPPED_FILE = "skipped_files.csv"
 
 __all__ = ["RunResult", "evaluate_run", "make_optimizer", "readout_report",
            "train_run"]
@@ -86,13 +90,16 @@ def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
     kept on another disk) stays a link: its target is emptied or created, never the link
     removed."""
     target = out_dir.resolve()
-    if (overwrite or _is_unstarted_run(target)) and target.is_dir():
-        for entry in target.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        if (overwrite or _is_unstarted_run(target)) and target.is_dir():
+            for entry in target.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f"--out {out_dir}: cannot create it ({error.strerror})") from None
 
 
 def load_backbone(model, run_dir) -> None:
@@ -206,6 +213,8 @@ def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, 
     callbacks = [MethodHooks(), guard, throughput,
                  *model.monitors(images, out_dir if strategy.is_chief else None),
                  EpochCheckpoint(out_dir / "checkpoints", guard)]
+    if verbose:
+        callbacks.append(EpochTimeEstimate())
     if strategy.is_chief:
         callbacks.append(HistoryCSV(out_dir / "history.csv"))
         try:
@@ -236,6 +245,7 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         NonFiniteLossError: the loss became NaN or infinite (the last good checkpoint stays).
     """
     from mixem_tf.data import load_protocol
+    from mixem_tf.data.folder import SkippedFilesWarning
 
     out_dir = Path(out_dir)
     if resume:
@@ -257,11 +267,14 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
             check_init_from(config.init_from)
 
     strategy = _Strategy(config.strategy)
-    train, evaluation = load_protocol(
-        config.dataset, train_on=config.train_on, evaluate_on=config.evaluate_on,
-        data_dir=config.data_dir,
-        image_size=config.image_size if config.dataset.startswith("folder:") else None,
-    )
+    with warnings.catch_warnings():  # the run prints its own summary of skipped files
+        warnings.simplefilter("ignore", SkippedFilesWarning)
+        train, evaluation = load_protocol(
+            config.dataset, train_on=config.train_on, evaluate_on=config.evaluate_on,
+            data_dir=config.data_dir,
+            image_size=config.image_size if config.dataset.startswith("folder:") else None,
+        )
+    scan = getattr(train, "scan", None)
     num_clusters = _number_of_clusters(config, train, evaluation)
     if config.batch_size > len(train):
         raise ValueError(f"batch size {config.batch_size} is larger than the training data "
@@ -294,6 +307,11 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "train_images": len(train), "evaluation_images": len(evaluation),
         })
+    if scan is not None:
+        listed_in = out_dir / SKIPPED_FILE if scan.skipped else None
+        if listed_in is not None:
+            scan.write_skipped(listed_in)
+        print(scan.summary(listed_in=listed_in), file=sys.stderr)
 
     initial_epoch = 0
     if resume:
