@@ -7,7 +7,7 @@ import math
 import keras
 from keras import ops
 
-__all__ = ["ConstantThenCosine"]
+__all__ = ["ConstantThenCosine", "WarmupThenStep"]
 
 
 @keras.saving.register_keras_serializable("mixem_tf")
@@ -44,3 +44,40 @@ class ConstantThenCosine(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {"base_lr": self.base_lr, "steps_per_epoch": self.steps_per_epoch,
                 "constant_epochs": self.constant_epochs, "cosine_epochs": self.cosine_epochs}
+
+
+@keras.saving.register_keras_serializable("mixem_tf")
+class WarmupThenStep(keras.optimizers.schedules.LearningRateSchedule):
+    """MiCE's schedule (METHODS.md §2.3; its `util.adjust_learning_rate`), set per epoch.
+
+    For the 0-based epoch e = step // steps_per_epoch: lr = base · e / warmup_epochs while
+    e < warmup_epochs (epoch 0 at rate 0), base at e = warmup_epochs, and after it
+    base · decay^(number of milestones m with e > m). As in the official loop, milestones are
+    not applied during the warm-up; warmup_epochs = 0 starts at the base rate.
+    """
+
+    def __init__(self, base_lr: float, steps_per_epoch: int, warmup_epochs: int = 10,
+                 milestones=(480, 640, 800), decay: float = 0.1):
+        if base_lr <= 0 or decay <= 0:
+            raise ValueError(f"the learning rate and decay must be positive, got {base_lr} "
+                             f"and {decay}")
+        if steps_per_epoch < 1 or warmup_epochs < 0:
+            raise ValueError("steps_per_epoch must be >= 1 and warmup_epochs >= 0")
+        self.base_lr, self.decay = float(base_lr), float(decay)
+        self.steps_per_epoch, self.warmup_epochs = int(steps_per_epoch), int(warmup_epochs)
+        self.milestones = [int(m) for m in milestones]
+
+    def __call__(self, step):
+        epoch = ops.cast(ops.floor_divide(ops.cast(step, "int32"), self.steps_per_epoch),
+                         "float32")
+        drops = sum((ops.cast(epoch > m, "float32") for m in self.milestones), 0.0)
+        stepped = ops.power(self.decay, drops)
+        if self.warmup_epochs:
+            ramp = ops.minimum(epoch / self.warmup_epochs, 1.0)
+            stepped = ops.where(epoch <= self.warmup_epochs, ramp, stepped)
+        return self.base_lr * stepped
+
+    def get_config(self):
+        return {"base_lr": self.base_lr, "steps_per_epoch": self.steps_per_epoch,
+                "warmup_epochs": self.warmup_epochs, "milestones": self.milestones,
+                "decay": self.decay}

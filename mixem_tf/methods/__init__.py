@@ -6,7 +6,7 @@ method.
 
 Example:
     >>> sorted(METHODS)
-    ['cdec', 'mixem', 'simclr']
+    ['cdec', 'mice', 'mixem', 'simclr']
     >>> model = build_method(TrainConfig(dataset="digits").resolved(), (8, 8, 1), 10)
 """
 
@@ -15,11 +15,12 @@ from __future__ import annotations
 from mixem_tf.methods.base import CLEAN, ClusteringMethod
 from mixem_tf.methods.registry import METHODS, method_class, register_method
 from mixem_tf.methods.cdec import CDEC  # each method module registers itself on import
+from mixem_tf.methods.mice import MiCE
 from mixem_tf.methods.mixem import MixEM
 from mixem_tf.methods.simclr import SimCLR
 
-__all__ = ["CDEC", "CLEAN", "METHODS", "ClusteringMethod", "MixEM", "SimCLR", "build_method",
-           "method_class", "register_method"]
+__all__ = ["CDEC", "CLEAN", "METHODS", "ClusteringMethod", "MiCE", "MixEM", "SimCLR",
+           "build_method", "method_class", "register_method"]
 
 
 def build_method(config, input_shape, num_clusters: int) -> ClusteringMethod:
