@@ -33,11 +33,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_synthetic_export(base: Path, size: int = 28, clusters: int = 10, seed: int = 0) -> Path:
-    """Saves BASE/1 with the contract's `serving_default` over a random-weight ConvNet."""
+def write_synthetic_export(base: Path, size: int = 28, clusters: int = 10, seed: int = 0,
+                           version: int = 1, warmup: bool = False) -> Path:
+    """Saves BASE/VERSION with the contract's `serving_default` and `serving_bytes` (decoded
+    with the export's header check, export/inputs.py) over a random-weight ConvNet; with
+    `warmup`, also TF Serving's warm-up file (export/warmup.py)."""
     import keras
     import tensorflow as tf
 
+    from export.inputs import DEFAULT_MAX_IMAGE_PIXELS, decode_checked
+    from export.warmup import warmup_requests, write_warmup
     from mixem_tf.backbones import build_backbone
 
     keras.utils.set_random_seed(seed)
@@ -48,8 +53,7 @@ def write_synthetic_export(base: Path, size: int = 28, clusters: int = 10, seed:
     module = tf.Module()
     module.backbone = backbone
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8)])
-    def serve(images):
+    def head(images):
         grey = tf.reduce_mean(tf.cast(images, tf.float32), axis=-1, keepdims=True) / 255.0
         embedding = module.backbone(tf.image.resize(grey, (size, size)), training=False)
         distances = tf.reduce_sum(tf.square(embedding[:, None] - centroids[None]), axis=-1)
@@ -57,9 +61,24 @@ def write_synthetic_export(base: Path, size: int = 28, clusters: int = 10, seed:
                 "probabilities": tf.nn.softmax(-distances), "distances": distances,
                 "embedding": embedding}
 
-    module.serve = serve
-    path = base / "1"
-    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    def decode(data):
+        image = decode_checked(data, DEFAULT_MAX_IMAGE_PIXELS)[..., :1]
+        return tf.image.resize(image, (size, size))
+
+    module.serve = tf.function(head, input_signature=[
+        tf.TensorSpec([None, None, None, None], tf.uint8, name="images")])
+    module.serve_bytes = tf.function(
+        lambda image_bytes: head(tf.map_fn(decode, image_bytes, parallel_iterations=1,
+                                           fn_output_signature=tf.float32)),
+        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    path = base / str(version)
+    tmp = base / f".tmp-{version}"  # written aside, then renamed into place
+    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve,
+                                                      "serving_bytes": module.serve_bytes})
+    if warmup:
+        pixels = np.random.default_rng(seed).integers(0, 256, (4, size, size, 1), np.uint8)
+        write_warmup(tmp, warmup_requests(pixels, "mixem"))
+    tmp.rename(path)
     return path
 
 
@@ -109,7 +128,8 @@ def drive(clients: int, requests: int, warmup: int, call) -> dict:
 
 
 class ServerProcess:
-    """`python -m serving.server` on a free loopback port, stopped with SIGTERM."""
+    """`python -m serving.server` on free loopback ports, stopped with SIGTERM; `port` (gRPC),
+    `rest_port` (with --rest_api_port), `log`: (time.monotonic(), line) of its stderr."""
 
     def __init__(self, base: Path, flags: list[str]):
         env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
@@ -117,14 +137,24 @@ class ServerProcess:
             [sys.executable, "-m", "serving.server", "--port=0", "--model_name=mixem",
              f"--model_base_path={base}", "--file_system_poll_wait_seconds=0", *flags],
             cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        self.log: list[tuple[float, str]] = []
+        self.rest_port = None
         for line in self.process.stderr:
+            self.log.append((time.monotonic(), line))
+            rest = re.search(r"REST API listening on 127\.0\.0\.1:(\d+)", line)
+            if rest:
+                self.rest_port = int(rest.group(1))
             match = re.search(r"gRPC server listening on 127\.0\.0\.1:(\d+)", line)
             if match:
                 self.port = int(match.group(1))
                 break
         else:
             raise RuntimeError("the server did not start")
-        threading.Thread(target=self.process.stderr.read, daemon=True).start()
+        threading.Thread(target=self._read_log, daemon=True).start()
+
+    def _read_log(self) -> None:
+        for line in self.process.stderr:
+            self.log.append((time.monotonic(), line))
 
     def stop(self) -> int:
         self.process.terminate()

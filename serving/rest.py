@@ -7,7 +7,8 @@ of the gRPC server's process, over the same servicers and checks (serving/rest_j
 
 uvicorn (with h11) parses HTTP: a malformed request line, header or Content-Length is a 400
 before the app sees it. The app refuses a body over ``--max_request_bytes`` from its
-Content-Length, before reading it (a body without one is counted while it arrives), and gives
+Content-Length, before reading it (a body without one is counted while it arrives), refuses one of more than
+``--rest_api_max_json_values`` JSON values before parsing it, and gives
 each request ``--rest_api_timeout_in_ms`` to arrive and be answered (then 504, TF Serving's
 code for DEADLINE_EXCEEDED); a connection that has not sent a whole request header within
 that time is closed. JSON is parsed, and the model run, in worker threads, so a large request
@@ -77,6 +78,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
+def _count_json_values(raw: bytes, limit: int) -> None:
+    """RESOURCE_EXHAUSTED when the body holds more than `limit` JSON values, counted without
+    parsing as its commas and opening brackets (an overcount only for strings holding those):
+    Python's parser costs ~60 bytes and ~0.5 µs per value and holds the GIL (a 50 MB body of
+    pixels: 2.3 GB and a 9 s stall of every other request, gRPC's too)."""
+    count = raw.count(b",") + raw.count(b"[")
+    if count > limit:
+        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"the JSON body holds about {count} values; the limit is {limit} "
+                           f"(--rest_api_max_json_values; send images as {{\"b64\": ...}} "
+                           f"or over gRPC)")
+
+
 def _parse_json(raw: bytes):
     """The request body as JSON; INVALID_ARGUMENT with TF Serving's "JSON Parse error" prefix
     (json_tensor.cc) when it is empty, malformed or nested too deeply for Python's parser."""
@@ -93,7 +107,8 @@ def _parse_json(raw: bytes):
                            f"JSON Parse error: {error}") from None
 
 
-def build_app(servicers: Servicers, max_body_bytes: int, timeout_seconds: float) -> Starlette:
+def build_app(servicers: Servicers, max_body_bytes: int, max_json_values: int,
+              timeout_seconds: float) -> Starlette:
     """The ASGI app answering TF Serving's REST paths for `servicers`."""
 
     def in_thread(function, *args):  # abandoned, not awaited, when the request times out
@@ -109,7 +124,9 @@ def build_app(servicers: Servicers, max_body_bytes: int, timeout_seconds: float)
                                f"Malformed request: {method} {path}")
         where = (servicers, match["name"], match["version"], match["label"])
         if verb == ":predict":
-            body = await in_thread(_parse_json, await _read_body(request, max_body_bytes))
+            raw = await _read_body(request, max_body_bytes)
+            _count_json_values(raw, max_json_values)
+            body = await in_thread(_parse_json, raw)
             return await in_thread(predict_json, *where, body)
         if verb == "/metadata":
             return await in_thread(metadata_json, *where)
@@ -163,7 +180,7 @@ class RestServer:
     bound port."""
 
     def __init__(self, servicers: Servicers, host: str, port: int, max_body_bytes: int,
-                 timeout_seconds: float = 30.0):
+                 max_json_values: int, timeout_seconds: float):
         import socket
 
         try:
@@ -171,7 +188,8 @@ class RestServer:
         except OSError as error:
             raise ValueError(f"cannot listen on {host}:{port} for REST: {error}") from None
         self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(build_app(servicers, max_body_bytes, timeout_seconds),
+        app = build_app(servicers, max_body_bytes, max_json_values, timeout_seconds)
+        config = uvicorn.Config(app,
                                 http=_protocol(timeout_seconds), lifespan="off",
                                 access_log=False, log_config=None, timeout_keep_alive=5,
                                 timeout_graceful_shutdown=10)

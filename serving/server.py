@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve TF Serving's REST API on this port (0: any free port; default: off)")
     add("--rest_api_timeout_in_ms", type=positive(int), default=30000,
         help="time a REST request has to arrive and be answered (then 504)")
+    add("--rest_api_max_json_values", type=positive(int), default=1 << 20,  # ~60 MB parsed
+        help="JSON values (commas and '[') in one REST body; more: 429 before parsing")
     add("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     add("--model_name", default="default", help="name clients put in ModelSpec.name")
     add("--model_base_path", required=True, help="folder of numbered SavedModel versions")
@@ -145,7 +147,7 @@ def start(args: argparse.Namespace) -> RunningServer:
 
         try:
             rest = RestServer(servicers, args.host, args.rest_api_port, args.max_request_bytes,
-                              args.rest_api_timeout_in_ms / 1000)
+                              args.rest_api_max_json_values, args.rest_api_timeout_in_ms / 1000)
         except ValueError:
             models.stop()
             raise

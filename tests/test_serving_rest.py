@@ -28,7 +28,8 @@ def rest(tmp_path_factory):
     args = server_cli.build_parser().parse_args(
         ["--port=0", "--rest_api_port=0", "--model_name=mixem", f"--model_base_path={base}",
          "--file_system_poll_wait_seconds=0", "--max_images_per_request=4",
-         "--max_request_bytes=1000000", f"--rest_api_timeout_in_ms={TIMEOUT_MS}"])
+         "--max_request_bytes=1000000", f"--rest_api_timeout_in_ms={TIMEOUT_MS}",
+         "--rest_api_max_json_values=50000"])
     running = server_cli.start(args)
     yield f"http://127.0.0.1:{running.rest.port}/v1/models", path
     running.stop(1)
@@ -89,7 +90,7 @@ def b64(data):
     return {"b64": base64.b64encode(data).decode()}
 
 
-DEEP = b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+DEEP = b'{"instances": ' + b"[" * 40_000 + b"]" * 40_000 + b"}"  # under the value limit
 BYTES = "serving_bytes"
 
 
@@ -121,12 +122,13 @@ BYTES = "serving_bytes"
      "at most 4"),
     ("/mixem:predict", {"signature_name": BYTES, "instances": [b64(png_header(20000, 20000))]},
      None, 429, "20000 x 20000 pixels"),
-    ("/mixem:predict", None, b" " * 1_000_001, 429, "limit is 1000000"),
+    ("/mixem:predict", {"instances": np.zeros((1, 200, 200, 1), int).tolist()}, None, 429,
+     "--rest_api_max_json_values"),
     # http_rest_api_handler.cc, ProcessRequest
     ("/mixem:explain", {"instances": []}, None, 400, "Malformed request: POST"),
 ], ids=["model", "version", "label", "signature", "rank", "corrupt", "json", "empty", "deep",
         "float pixels", "bool pixels", "range", "bad base64", "b64 number", "rows", "huge png",
-        "body", "path"])
+        "json values", "path"])
 def test_bad_requests_get_tf_servings_status_and_message(rest, url_tail, body, raw, status,
                                                           message):
     url, _ = rest
