@@ -1,0 +1,286 @@
+"""MiCE (METHODS.md §2) against numpy references: simplex prototypes, negative ELBO and
+posterior, FIFO queue, EMA teacher, epoch-end μ, schedule; compiled training steps, Keras
+saving and resume on the current backend (CI: TensorFlow and JAX), then slow end-to-end runs.
+"""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from mixem_tf.methods import MiCE, build_method
+from mixem_tf.methods.mice import negative_elbo, simplex_prototypes
+from mixem_tf.recipes import TrainConfig
+from mixem_tf.schedules import WarmupThenStep
+
+B, K, D, NU = 4, 3, 4, 10
+
+
+def tiny_config(**options):
+    return TrainConfig(dataset="digits", method="mice", backbone_width=4,
+                       options={"queue_size": NU, "embedding_dim": D, **options}).resolved()
+
+
+def tiny_model(**options):
+    return build_method(tiny_config(**options), (8, 8, 1), K)
+
+
+def unit(x, axis=-1):
+    return x / np.linalg.norm(x, axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    x = x - x.max(axis=axis, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=axis, keepdims=True))
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("k, d", [(2, 128), (10, 128), (20, 128), (9, 8), (5, 4)])
+def test_simplex_prototypes_are_unit_vectors_at_minus_one_over_k_minus_one(k, d):
+    omega = simplex_prototypes(k, d)
+    assert omega.shape == (k, d)
+    expected = np.full((k, k), -1.0 / (k - 1))
+    np.fill_diagonal(expected, 1.0)
+    np.testing.assert_allclose(omega @ omega.T, expected, atol=1e-12)
+    assert not np.triu(omega, 1).any()  # ω_k uses only the first k coordinates
+
+
+@pytest.mark.core
+def test_simplex_prototypes_refuse_more_than_d_plus_one_clusters():
+    for k, d in [(10, 8), (1, 8)]:
+        with pytest.raises(ValueError, match="2 <= K <= D \\+ 1"):
+            simplex_prototypes(k, d)
+    with pytest.raises(ValueError, match="raise embedding_dim"):
+        tiny_model(embedding_dim=1)  # K = 3 needs D >= 2
+
+
+@pytest.mark.core
+def test_negative_elbo_and_posterior_match_the_official_formula():
+    rng = np.random.default_rng(0)
+    f, v = unit(rng.normal(size=(B, K, D))), unit(rng.normal(size=(B, K, D)))
+    g, mu = unit(rng.normal(size=(B, D))), rng.normal(size=(K, D))
+    queue, omega = rng.uniform(-0.5, 0.5, size=(NU, K, D)), simplex_prototypes(K, D)
+    tau, kappa = 0.7, 0.4
+    got = {name: ops.convert_to_numpy(value) for name, value in
+           negative_elbo(*(x.astype("float32") for x in (f, v, g, mu, queue, omega)),
+                         tau, kappa).items()}
+    # The official ELBO.py, in float64: K (1 + ν)-way softmaxes, posterior, −Σ r (…).
+    log_pi = log_softmax(g @ omega.T / kappa)
+    mu_hat = unit(mu)
+    logits = np.empty((B, K, 1 + NU))
+    for b, k in itertools.product(range(B), range(K)):
+        query = f[b, k] + mu_hat[k]
+        logits[b, k] = np.concatenate([[v[b, k] @ query], queue[:, k] @ query]) / tau
+    log_phi = log_softmax(logits)[:, :, 0]
+    joint = np.exp(log_pi + log_phi)
+    r = joint / joint.sum(axis=1, keepdims=True)
+    loss = -np.sum(r * (log_pi + log_phi - np.log(r))) / B
+    np.testing.assert_allclose(got["log_pi"], log_pi, atol=1e-5)
+    np.testing.assert_allclose(got["log_phi"], log_phi, atol=1e-5)
+    np.testing.assert_allclose(got["r"], r, atol=1e-5)
+    np.testing.assert_allclose(got["loss"], loss, atol=1e-5)
+    far = negative_elbo(*(x.astype("float32") for x in (f * 80, v, g * 80, mu, queue, omega)),
+                        0.01, 0.01)  # logits in the thousands stay finite
+    assert all(np.isfinite(ops.convert_to_numpy(x)).all() for x in far.values())
+
+
+def fake_outputs(rng):
+    """What `forward_views` hands to `update_after_loss`: keys v, posterior r, its parts."""
+    r = rng.dirichlet(np.ones(K), size=B)
+    return {"v": unit(rng.normal(size=(B, K, D))).astype("float32"),
+            "r": r.astype("float32"), "log_pi": np.log(r).astype("float32"),
+            "log_phi": np.log(r).astype("float32")}
+
+
+@pytest.mark.core
+def test_queue_is_fifo_and_wraps_and_key_sums_follow_the_posterior_argmax():
+    model, rng = tiny_model(), np.random.default_rng(1)
+    queue = model.queue.numpy().copy()
+    assert queue.dtype == np.float32 and not model.queue.trainable
+    bound = 1 / np.sqrt(D / 3)
+    assert np.abs(queue).max() <= bound and np.abs(queue).max() > 0.8 * bound
+    sums = np.zeros((K, D), np.float32)
+    model.on_train_epoch_begin(0)
+    for step in range(3):  # slots 0-3, 4-7, then 8, 9, 0, 1
+        outputs = fake_outputs(rng)
+        model.update_after_loss(outputs)
+        slots = (4 * step + np.arange(B)) % NU
+        queue[slots] = outputs["v"]
+        for b, k in enumerate(outputs["r"].argmax(axis=1)):
+            sums[k] += outputs["v"][b, k]
+        np.testing.assert_array_equal(model.queue.numpy(), queue)
+        assert int(model.queue_position.numpy()) == (4 * step + B) % NU
+    np.testing.assert_allclose(model.key_sums.numpy(), sums, atol=1e-6)
+    model.on_train_epoch_begin(1)
+    assert not model.key_sums.numpy().any()
+    with pytest.raises(ValueError, match="queue_size 2 is smaller than the batch"):
+        tiny_model(queue_size=2).update_after_loss(fake_outputs(rng))
+
+
+@pytest.mark.core
+def test_teacher_starts_as_a_copy_and_follows_the_ema_of_the_parameters_only():
+    model, rng, m = tiny_model(ema_momentum=0.9), np.random.default_rng(2), 0.9
+    pairs = model.teacher_pairs()
+    assert len(pairs) == len(model.backbone.weights) + len(model.heads.weights)
+    model.initialize_state(np.zeros((20, 8, 8, 1), np.uint8))
+    for teacher, student in pairs:
+        np.testing.assert_array_equal(teacher.numpy(), student.numpy())
+    expected = [t.numpy().copy() for t, _ in pairs]
+    for _ in range(3):
+        for i, (teacher, student) in enumerate(pairs):
+            student.assign(rng.normal(size=student.shape).astype("float32"))
+            if student.trainable:
+                expected[i] = m * expected[i] + (1 - m) * student.numpy()
+        model.update_after_step()
+    for (teacher, student), want in zip(pairs, expected):
+        np.testing.assert_allclose(teacher.numpy(), want, atol=1e-6, err_msg=teacher.path)
+    assert any(not s.trainable for _, s in pairs)  # BN statistics exist and were left alone
+
+
+@pytest.mark.core
+def test_epoch_end_sets_mu_to_the_normalised_key_sums_and_keeps_unchosen_experts():
+    model = tiny_model()
+    before = model.expert_prototypes.numpy().copy()
+    np.testing.assert_allclose(np.linalg.norm(before, axis=1), 1.0, atol=1e-6)
+    sums = np.array([[3.0, 0, 4, 0], [0, 0, 0, 0], [1, 1, 1, 1]], np.float32)
+    model.key_sums.assign(sums)
+    logs = {}
+    model.on_train_epoch_end(0, logs)
+    want = np.stack([sums[0] / 5, before[1], sums[2] / 2])
+    np.testing.assert_allclose(model.expert_prototypes.numpy(), want, atol=1e-6)
+    assert logs["experts_chosen"] == 2.0
+
+
+def official_learning_rates(base, warmup, milestones, decay, epochs):
+    """util.adjust_learning_rate applied at the start of each epoch 0..epochs−1 to a param
+    group whose rate persists between calls (the official training loop)."""
+    group, rates = {"lr": base}, []
+    for epoch in range(epochs):
+        steps = np.sum(epoch > np.asarray(milestones))
+        if epoch <= warmup:
+            group["lr"] = base * (1.0 if epoch >= warmup else epoch / warmup)
+        elif steps > 0:
+            group["lr"] = base * decay ** steps
+        rates.append(group["lr"])
+    return rates
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("warmup, milestones, epochs", [
+    (10, [480, 640, 800], 1001), (3, [2, 5], 9), (0, [3], 6), (4, [], 7)])
+def test_schedule_follows_the_official_loop(warmup, milestones, epochs):
+    steps_per_epoch = 3
+    schedule = WarmupThenStep(1.0, steps_per_epoch, warmup, milestones, 0.1)
+    want = official_learning_rates(1.0, warmup, milestones, 0.1, epochs)
+    steps = np.arange(epochs * steps_per_epoch)
+    got = [float(ops.convert_to_numpy(schedule(int(s)))) for s in steps[::steps_per_epoch]]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+    last = [float(ops.convert_to_numpy(schedule(int(s)))) for s in steps[2::steps_per_epoch]]
+    np.testing.assert_allclose(last, want, rtol=1e-6, atol=0)  # constant within an epoch
+    assert WarmupThenStep(**schedule.get_config()).get_config() == schedule.get_config()
+
+
+@pytest.mark.core
+def test_recipes_options_and_protocol():
+    cifar = TrainConfig(dataset="cifar10", method="mice").resolved()
+    assert (cifar.backbone, cifar.stem, cifar.optimizer, cifar.lr, cifar.momentum,
+            cifar.weight_decay, cifar.weight_decay_mode, cifar.batch_size, cifar.epochs,
+            cifar.train_on, cifar.evaluate_on) == \
+        ("resnet34", "cifar", "sgd", 1.0, 0.9, 1e-4, "coupled", 256, 1001, "whole", "all")
+    assert cifar.options == {"temperature": 1.0, "gating_temperature": 1.0,
+                             "queue_size": 16384, "ema_momentum": 0.999, "embedding_dim": 128,
+                             "warmup_epochs": 10, "lr_milestones": "480,640,800",
+                             "lr_decay": 0.1}
+    stl = TrainConfig(dataset="stl10", method="mice").resolved()
+    assert (stl.stem, stl.image_size, stl.epochs, stl.options["lr_milestones"]) == \
+        ("imagenet", 96, 3001, "1500,2000,2500")
+    assert MiCE.augmentation("cifar10").crop_scale == (0.2, 1.0)
+    for bad, problem in [({"lr_milestones": "640,480"}, "increasing epochs"),
+                         ({"lr_milestones": "ten"}, "separated by commas"),
+                         ({"ema_momentum": 1.0}, "below 1"), ({"queue_size": 0}, "positive")]:
+        with pytest.raises(ValueError, match=problem):
+            TrainConfig(dataset="digits", method="mice", options=bad).resolved()
+
+
+class Recorder(keras.callbacks.Callback):
+    """The model state after every epoch (one step each)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self.model
+        self.epochs.append({
+            "pairs": [(t.numpy().copy(), s.numpy().copy()) for t, s in model.teacher_pairs()],
+            **{name: getattr(model, name).numpy().copy() for name in
+               ("queue", "queue_position", "key_sums", "expert_prototypes",
+                "gating_prototypes")}})
+
+
+@pytest.mark.core
+def test_compiled_steps_update_queue_teacher_and_mu_and_nothing_trains_the_teacher(tmp_path):
+    from mixem_tf.callbacks import MethodHooks
+    from mixem_tf.data import load_dataset
+    from mixem_tf.training import make_optimizer
+
+    m = 0.9
+    config = tiny_config(ema_momentum=m, warmup_epochs=0)
+    config.lr = 0.5
+    model = build_method(config, (8, 8, 1), K)
+    model.compile(optimizer=make_optimizer(config, 1))
+    images = load_dataset("digits").images[:B]
+    model.initialize_state(load_dataset("digits").images)
+    trained = {id(v) for v in model.trainable_variables}
+    assert not {id(t) for t, _ in model.teacher_pairs()} & trained
+    assert id(model.gating_prototypes) not in trained and id(model.expert_prototypes) in trained
+    assert all(layer.trainable for layer in model.teacher_backbone._flatten_layers())
+    start = [(t.numpy().copy(), s.numpy().copy()) for t, s in model.teacher_pairs()]
+    omega, queue0 = model.gating_prototypes.numpy().copy(), model.queue.numpy().copy()
+    recorder = Recorder()
+    model.fit(((images,) for _ in range(3)), steps_per_epoch=1, epochs=3, verbose=0,
+              shuffle=False, callbacks=[MethodHooks(), recorder])
+
+    parameters = [s.trainable for _, s in model.teacher_pairs()]
+    previous = [t for t, _ in start]
+    for state in recorder.epochs:  # θ_T ← m θ_T + (1 − m) θ_S after every step
+        for is_parameter, (t, s), t_before in zip(parameters, state["pairs"], previous):
+            if is_parameter:
+                np.testing.assert_allclose(t, m * t_before + (1 - m) * s, atol=1e-6)
+        previous = [t for t, _ in state["pairs"]]
+    moved = [not np.array_equal(t, t0) for (t, _), (t0, _), p in
+             zip(recorder.epochs[-1]["pairs"], start, parameters) if not p]
+    assert any(moved)  # the teacher's BatchNorm ran on batch statistics
+
+    written = [np.arange(4), np.arange(8), np.arange(10)]
+    for state, rows, position in zip(recorder.epochs, written, (4, 8, 2)):
+        assert int(state["queue_position"]) == position
+        norms = np.linalg.norm(state["queue"], axis=-1)
+        np.testing.assert_allclose(norms[rows], 1.0, atol=1e-5)  # teacher keys
+        rest = np.setdiff1d(np.arange(NU), rows)
+        np.testing.assert_array_equal(state["queue"][rest], queue0[rest])
+        np.testing.assert_array_equal(state["gating_prototypes"], omega)
+    second, third = recorder.epochs[1]["queue"], recorder.epochs[2]["queue"]
+    np.testing.assert_array_equal(third[2:8], second[2:8])  # the wrap rewrote 8, 9, 0, 1 only
+    assert not np.array_equal(third[:2], second[:2])
+
+    for epoch, state in enumerate(recorder.epochs):  # key sums: each image's chosen expert
+        keys = state["queue"][(4 * epoch + np.arange(B)) % NU]
+        assert any(np.allclose(state["key_sums"],
+                               (np.eye(K)[list(choice)][:, :, None] * keys).sum(axis=0),
+                               atol=1e-5)
+                   for choice in itertools.product(range(K), repeat=B))
+        chosen = np.linalg.norm(state["key_sums"], axis=1) > 0
+        np.testing.assert_allclose(state["expert_prototypes"][chosen],
+                                   unit(state["key_sums"][chosen]), atol=1e-5)
+
+    model.save(tmp_path / "mice.keras")
+    loaded = keras.saving.load_model(tmp_path / "mice.keras")
+    np.testing.assert_array_equal(loaded.queue.numpy(), model.queue.numpy())
+    before, after = model.predict(images, verbose=0), loaded.predict(images, verbose=0)
+    assert set(before) == {"h", "r", "pi"}
+    for name in before:
+        np.testing.assert_allclose(after[name], before[name], atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(before["r"].sum(axis=1), 1.0, atol=1e-5)
