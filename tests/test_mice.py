@@ -284,3 +284,27 @@ def test_compiled_steps_update_queue_teacher_and_mu_and_nothing_trains_the_teach
     for name in before:
         np.testing.assert_allclose(after[name], before[name], atol=1e-6, err_msg=name)
     np.testing.assert_allclose(before["r"].sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.core
+def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
+    import dataclasses
+
+    from mixem_tf.training import train_run
+
+    config = TrainConfig(dataset="digits", method="mice", epochs=2, backbone_width=4,
+                         readout_settings="sklearn",
+                         options={"queue_size": 512, "embedding_dim": 16, "warmup_epochs": 1})
+    train_run(config, tmp_path / "whole", verbose=0, deterministic=True)
+    train_run(dataclasses.replace(config, epochs=1), tmp_path / "split", verbose=0,
+              deterministic=True)
+    train_run(None, tmp_path / "split", resume=True, epochs=2, verbose=0, deterministic=True)
+    whole, split, first = (np.load(tmp_path / run / f"checkpoints/epoch-000{epoch}.npz")
+                           for run, epoch in (("whole", 2), ("split", 2), ("whole", 1)))
+    assert len(whole.files) == len(split.files)
+    for key, other in zip(sorted(whole.files), sorted(split.files)):  # "model/00012/path"
+        assert key.split("/")[:2] == other.split("/")[:2]
+        np.testing.assert_array_equal(split[other], whole[key], err_msg=key)
+    for part in ("queue", "queue_position", "expert_prototypes", "teacher_"):
+        keys = [k for k in whole.files if part in k.split("/", 2)[2]]
+        assert keys and any(not np.array_equal(first[k], whole[k]) for k in keys), part
