@@ -23,8 +23,10 @@ K-means read-outs: `distances` are squared Euclidean distances from the embeddin
 centroids, `cluster = argmin distances`, and `probabilities = softmax(-distances / T)`, where
 the temperature T is the mean squared distance of the run's evaluation images to their nearest
 centroid (the K-means inertia per image, set by `calibrate` and written to the model card).
-Mixture-argmax read-outs: `probabilities` are the mixing weights π, `cluster = argmax π`,
-`distances = 1 - π`, and the embedding is the mixed embedding z.
+Argmax read-outs (a method's own assignment, e.g. MIX'EM's π or cdec's Student-t q: the
+read-out's feature is a probability vector): `probabilities` are that vector p,
+`cluster = argmax p`, `distances = 1 - p`, and the embedding is the method's
+`embedding_feature` (MIX'EM's and cdec's z).
 
 Images whose size or channel count differs from the training data's are converted to
 its channels (grey = 0.299 R + 0.587 G + 0.114 B, as the augmentation's grey; grey → RGB by
@@ -105,10 +107,13 @@ class ClusteringModule(tf.Module):
         self.max_image_pixels = int(max_image_pixels)
         self.feature = readout.feature
         self.normalize = readout.normalize
-        self.kind = "mixture_argmax" if readout.centroids is None else "centroids"
-        self.argmax = self.kind == "mixture_argmax"
+        self.kind = "argmax" if readout.centroids is None else "centroids"
+        self.argmax = self.kind == "argmax"
         if self.argmax:
-            self.feature, self.normalize = "z", False
+            self.probabilities_feature = readout.feature
+            self.feature, self.normalize = model.embedding_feature, False
+            probe = model(np.zeros((1, *self.input_shape), np.uint8), training=False)
+            self._num_clusters = int(probe[readout.feature].shape[-1])
             self.centroids = None
         else:
             self.centroids = tf.constant(readout.centroids, tf.float32)
@@ -124,7 +129,7 @@ class ClusteringModule(tf.Module):
     @property
     def num_clusters(self) -> int:
         if self.argmax:
-            return int(self.model.num_components)
+            return self._num_clusters
         return int(self.centroids.shape[0])
 
     def signatures(self) -> dict:
@@ -157,11 +162,11 @@ class ClusteringModule(tf.Module):
                 "probabilities": tf.nn.softmax(-distances / temperature, axis=-1),
                 "distances": distances, "embedding": embedding}
 
-    def _mixture_argmax_head(self, features, embedding):
-        """MIX'EM's argmax π: the mixture weights are the probabilities."""
-        pi = tf.cast(features["pi"], tf.float32)
-        return {"cluster": tf.argmax(pi, axis=-1, output_type=tf.int64),
-                "probabilities": pi, "distances": 1.0 - pi, "embedding": embedding}
+    def _argmax_head(self, features, embedding):
+        """A method's own assignment: its probability vector is the probabilities."""
+        p = tf.cast(features[self.probabilities_feature], tf.float32)
+        return {"cluster": tf.argmax(p, axis=-1, output_type=tf.int64),
+                "probabilities": p, "distances": 1.0 - p, "embedding": embedding}
 
     def _serve_images(self, images):
         return self._head(self._prepare(check_images(images)))
@@ -195,4 +200,4 @@ class ClusteringModule(tf.Module):
 
 # The clustering head of each read-out kind: ClusteringModule.kind → method.
 READOUT_HEADS = {"centroids": ClusteringModule._centroid_head,
-                 "mixture_argmax": ClusteringModule._mixture_argmax_head}
+                 "argmax": ClusteringModule._argmax_head}

@@ -119,9 +119,10 @@ def _model_card(run_dir, saved, config, readout, metrics, module, checkpoint) ->
                     "all_readouts": metrics["readouts"]},
         "outputs": {
             "cluster": "int64 [N]: cluster id",
-            "probabilities": ("float32 [N, K]: π, the mixture's weights" if module.argmax else
+            "probabilities": (f"float32 [N, K]: {readout.feature}, the method's assignment"
+                              if module.argmax else
                               "float32 [N, K]: softmax(-distances / temperature)"),
-            "distances": ("float32 [N, K]: 1 - π" if module.argmax else
+            "distances": (f"float32 [N, K]: 1 - {readout.feature}" if module.argmax else
                           "float32 [N, K]: squared Euclidean distance to each centroid"),
             "embedding": "float32 [N, D]: the read-out's feature",
         },

@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 __all__ = [
+    "CENTROID_CLUSTERINGS",
     "KMeansResult",
     "KMeansSettings",
     "OFFICIAL",
@@ -164,6 +165,8 @@ def assign(features, centroids, *, normalize: bool = False) -> np.ndarray:
 
 
 SETTINGS_BY_NAME = {"official": OFFICIAL, "sklearn": SKLEARN}
+#: The read-out clusterings that have centroids; every other row is a method's own assignment.
+CENTROID_CLUSTERINGS = ("kmeans", "kmeans_component_init")
 
 
 def component_init(features, components, num_clusters: int, *, num_components=None,

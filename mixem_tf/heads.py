@@ -159,7 +159,8 @@ class StudentTAssignment(keras.layers.Layer):
                    - 2.0 * ops.matmul(h, ops.transpose(self.centres))
                    + ops.sum(ops.square(self.centres), axis=-1)[None, :])
         squared = ops.maximum(squared, 0.0)
-        log_kernel = -(self.alpha + 1.0) / 2.0 * ops.log1p(squared / self.alpha)
+        # log(1 + x), not log1p: tf2onnx has no Log1p, and x >= 0 keeps it accurate enough.
+        log_kernel = -(self.alpha + 1.0) / 2.0 * ops.log(1.0 + squared / self.alpha)
         return ops.softmax(log_kernel, axis=-1)
 
     def compute_output_shape(self, input_shape):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mixem_tf import checkpoints
+from mixem_tf.cluster import CENTROID_CLUSTERINGS
 from mixem_tf.recipes import TrainConfig
 
 __all__ = ["CONFIG_FILE", "Readout", "load_evaluation", "load_readout", "load_run",
@@ -78,9 +79,10 @@ class Readout:
     Attributes:
         feature: the model output it clusters ("h", "z", "e_max"; "pi" for the argmax).
         normalize: whether the feature is L2-normalised first.
-        clustering: "kmeans", "kmeans_component_init" or "mixture_argmax".
+        clustering: "kmeans", "kmeans_component_init", or a method's own assignment
+            ("mixture_argmax", "argmax").
         centroids: float32 [K, D] K-means centres in the (normalised) feature space; None for
-            "mixture_argmax".
+            a method's own assignment.
         row: the metrics.json row (acc, nmi, ari, cluster_sizes, default).
     """
 
@@ -139,7 +141,7 @@ def load_readout(run_dir, choice: str | None = None) -> Readout:
         index = keys.index(wanted)
     row = rows[index]
     centroids = None
-    if row["clustering"] != "mixture_argmax":
+    if row["clustering"] in CENTROID_CLUSTERINGS:
         path = run_dir / READOUT_FILE
         if not path.is_file():
             raise ValueError(f"{run_dir} has no {READOUT_FILE} (the read-outs' centroids)")

@@ -66,6 +66,8 @@ class ClusteringMethod(keras.Model):
         loss_names: the names of `loss_terms`' entries, logged each epoch.
         feature_names: evaluation outputs; readout_features: those K-means clusters.
         default_readout: {"feature", "normalize", "clustering"} of its default read-out row.
+        embedding_feature: the feature an export gives as `embedding` when it serves one of
+            the method's own (argmax) read-outs.
 
     Attributes:
         backbone: a Keras model mapping float images [N, H, W, C] to h [N, D].
@@ -89,6 +91,7 @@ class ClusteringMethod(keras.Model):
     feature_names: ClassVar[tuple[str, ...]] = ("h",)
     readout_features: ClassVar[tuple[str, ...] | None] = None  # default: feature_names
     default_readout: ClassVar[dict] = {"feature": "h", "normalize": True, "clustering": "kmeans"}
+    embedding_feature: ClassVar[str] = "h"  # exported as `embedding` beside an argmax read-out
 
     # -- what a method declares about runs -----------------------------------------------
     @classmethod

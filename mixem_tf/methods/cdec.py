@@ -81,6 +81,7 @@ class CDEC(ClusteringMethod):
     feature_names = ("h", "z", "q")
     readout_features = ("h", "z")
     default_readout = {"feature": "q", "normalize": False, "clustering": "argmax"}
+    embedding_feature = "z"
 
     @classmethod
     def recipe(cls, dataset):

@@ -130,6 +130,7 @@ class MixEM(ClusteringMethod):
     # better than h or within one std of it with the official weights; the paper's read-outs
     # stay in every table.
     default_readout = {"feature": "z", "normalize": True, "clustering": "kmeans"}
+    embedding_feature = "z"
 
     @classmethod
     def recipe(cls, dataset):
