@@ -222,6 +222,8 @@ def test_cli_refuses_bad_runs_and_gates_and_writes_nothing(digits_run, tmp_path,
     assert "expected METRIC OP VALUE" in capsys.readouterr().err
     assert export("--run", str(digits_run), "--readout", "h/l2/nope") == 2
     assert "no such read-out" in capsys.readouterr().err
+    assert export("--run", str(digits_run), "--max-image-pixels", "0") == 2
+    assert "--max-image-pixels must be >= 1" in capsys.readouterr().err
 
     broken = tmp_path / "broken"
     shutil.copytree(digits_run, broken, ignore=shutil.ignore_patterns("logs"))
