@@ -29,7 +29,7 @@ from mixem_tf.losses import NTXentLoss, dec_target, kl_divergence
 from mixem_tf.methods.base import CLEAN, ClusteringMethod
 from mixem_tf.methods.options import MethodOptions, option
 from mixem_tf.methods.registry import register_method
-from mixem_tf.recipes import dataset_recipe
+from mixem_tf.recipes import dataset_recipe, recipe_table
 
 __all__ = ["CDEC"]
 
@@ -40,15 +40,7 @@ PAPER = {"backbone": "resnet34", "stem": "imagenet", "optimizer": "adam", "lr": 
          "weight_decay": 0.0, "batch_size": 128, "epochs": 2000}
 SMALL = {"backbone": "convnet", "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
          "batch_size": 256}
-RECIPES = {
-    "stl10": {**PAPER, "image_size": 96},
-    "cifar10": {**PAPER, "image_size": 32},
-    "cifar100_20": {**PAPER, "image_size": 32},
-    "mnist": {**SMALL, "epochs": 15, "image_size": 28},
-    "fashion_mnist": {**SMALL, "epochs": 15, "image_size": 28},
-    "digits": {**SMALL, "epochs": 60, "image_size": 8},
-    "folder": {**PAPER, "image_size": 96},
-}
+RECIPES = recipe_table(PAPER, SMALL)
 
 
 @register_method

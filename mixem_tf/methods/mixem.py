@@ -25,7 +25,7 @@ from mixem_tf.losses import (NTXentLoss, associative_pull_push, marginal_negativ
 from mixem_tf.methods.base import ClusteringMethod
 from mixem_tf.methods.options import MethodOptions, option
 from mixem_tf.methods.registry import register_method
-from mixem_tf.recipes import dataset_recipe
+from mixem_tf.recipes import dataset_recipe, recipe_table
 from mixem_tf.schedules import ConstantThenCosine
 
 __all__ = ["MixEM", "TERM_WEIGHTS", "check_term_settings", "constant_then_cosine",
@@ -43,15 +43,7 @@ PAPER = {"backbone": "resnet18", "optimizer": "adam", "batch_size": 512, "epochs
          "lr": 1e-4, "weight_decay": 1e-5}
 SMALL = {"backbone": "convnet", "optimizer": "adam", "batch_size": 256, "lr": 1e-3,
          "weight_decay": 1e-5, "options": {"term_weights": {"pull": 0.01, "push": 0.005}}}
-RECIPES = {
-    "stl10": {**PAPER, "image_size": 96},
-    "cifar10": {**PAPER, "image_size": 32},
-    "cifar100_20": {**PAPER, "image_size": 32},
-    "mnist": {**SMALL, "epochs": 15, "image_size": 28},
-    "fashion_mnist": {**SMALL, "epochs": 15, "image_size": 28},
-    "digits": {**SMALL, "epochs": 60, "image_size": 8},
-    "folder": {**PAPER, "batch_size": 256, "image_size": 96},
-}
+RECIPES = recipe_table(PAPER, SMALL, folder={"batch_size": 256})
 
 
 def mixem_recipe(dataset: str) -> dict:
