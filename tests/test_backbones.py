@@ -11,7 +11,6 @@ from mixem_tf.backbones import (
     BasicBlock,
     PatchConv2D,
     ResNetStem,
-    backbone_names,
     build_backbone,
     resolve_stem,
 )
@@ -79,10 +78,6 @@ def resnet18_imagenet():
 
 
 # --------------------------------------------------------------------------- sizes
-
-
-def test_names():
-    assert backbone_names() == ("convnet", "resnet18", "resnet34")
 
 
 def test_resnet18_cifar_count_and_shape(resnet18_cifar):
