@@ -308,3 +308,124 @@ def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
     for part in ("queue", "queue_position", "expert_prototypes", "teacher_"):
         keys = [k for k in whole.files if part in k.split("/", 2)[2]]
         assert keys and any(not np.array_equal(first[k], whole[k]) for k in keys), part
+
+
+# -- tf.distribute: two logical CPUs, set before TensorFlow starts, so in subprocesses ------
+MIRRORED_PRELUDE = """
+import sys
+import tensorflow as tf
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+from mixem_tf.recipes import TrainConfig
+strategy = tf.distribute.MirroredStrategy()
+assert strategy.num_replicas_in_sync == 2
+"""
+# One step of the loss, its gradients and the state hooks on both replicas and on one device,
+# from the same 32 images' views. BatchNorm runs on moving statistics (training=False), the
+# same on every replica, so the replicas' losses must sum to the single device's.
+MIRRORED_PARITY = """
+from mixem_tf.augment import Augmenter
+from mixem_tf.data import load_dataset
+from mixem_tf.methods import MiCE, build_method
+
+config = TrainConfig(dataset="digits", method="mice", backbone_width=4, weight_decay=1e-3,
+                     options={"queue_size": 64, "embedding_dim": 16}).resolved()
+
+def build():
+    keras.utils.set_random_seed(0)
+    model = build_method(config, (8, 8, 1), 10)
+    model(np.zeros((2, 8, 8, 1), np.uint8))
+    return model
+
+def loss_and_gradients(model, x1, x2, x3):
+    with tf.GradientTape() as tape:
+        student, g = model.forward(x1, training=False), model.forward(x3, training=False)["g"]
+        v = model.teacher(x2, training=False)
+        outputs = {"f": student["f"], "v": v, "g": g, **model._elbo(student["f"], v, g)}
+        loss = model.compute_loss(y_pred=outputs, training=True)
+    return loss, tape.gradient(loss, model.trainable_variables)
+
+with strategy.scope():
+    distributed = build()
+single = build()
+single.set_weights(distributed.get_weights())
+augmenter = Augmenter(MiCE.augmentation("digits"), seed=1)
+views = [keras.ops.convert_to_numpy(augmenter(load_dataset("digits").images[:32]))
+         for _ in range(3)]
+shards = strategy.experimental_distribute_values_from_function(
+    lambda context: tuple(tf.constant(view[context.replica_id_in_sync_group * 16:][:16])
+                          for view in views))
+
+@tf.function
+def distributed_step(shards):
+    loss, grads = strategy.run(lambda parts: loss_and_gradients(distributed, *parts),
+                               args=(shards,))
+    strategy.run(distributed.update_after_step)
+    return (strategy.reduce("SUM", loss, axis=None),
+            [strategy.reduce("SUM", g, axis=None) for g in grads])
+
+loss, grads = distributed_step(shards)
+single_loss, single_grads = loss_and_gradients(single, *map(tf.constant, views))
+single.update_after_step()
+results = {"loss": loss.numpy(), "single_loss": single_loss.numpy(),
+           "grads": np.array([np.linalg.norm(a - b) / np.linalg.norm(b)
+                              for a, b in zip(grads, single_grads)])}
+for name in ("queue", "queue_position", "key_sums"):
+    results[name] = np.stack([c.numpy() for c in getattr(distributed, name).value.values])
+    results["single_" + name] = getattr(single, name).numpy()
+results["teacher"] = np.stack([np.concatenate([t.value.values[r].numpy().ravel()
+                                               for t, _ in distributed.teacher_pairs()])
+                               for r in range(2)])
+np.savez(sys.argv[1], **results)
+"""
+# A real mirrored run of one epoch: every variable's replica copies agree at the end.
+MIRRORED_FIT = """
+from mixem_tf.training import train_run
+
+run = train_run(TrainConfig(dataset="digits", method="mice", strategy="mirrored", epochs=1,
+                            batch_size=128, backbone_width=4, readout_settings="sklearn",
+                            options={"queue_size": 512, "embedding_dim": 16}),
+                sys.argv[2], verbose=0)
+differ = [v.path for v in run.model.variables
+          if len({c.numpy().tobytes() for c in getattr(v.value, "values", [v.value])}) > 1]
+np.savez(sys.argv[1], differ=np.array(differ, dtype=str),
+         position=run.model.queue_position.numpy())
+"""
+
+
+def run_mirrored(tmp_path, name, body, *args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / f"{name}.py"
+    script.write_text(MIRRORED_PRELUDE + body)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "PYTHONPATH": str(root),
+           "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_WAIT_POLICY": "PASSIVE"}
+    process = subprocess.run([sys.executable, str(script), str(tmp_path / f"{name}.npz"),
+                              *map(str, args)], cwd=root, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-4000:]
+    return dict(np.load(tmp_path / f"{name}.npz"))
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_gives_the_single_device_step_and_one_queue(tmp_path):
+    pytest.importorskip("tensorflow")
+    result = run_mirrored(tmp_path, "parity", MIRRORED_PARITY)
+    np.testing.assert_allclose(result["loss"], result["single_loss"], rtol=1e-5)
+    assert len(result["grads"]) > 10 and result["grads"].max() < 1e-4, result["grads"]
+    for name in ("queue", "queue_position", "key_sums"):  # the global batch, on both replicas
+        np.testing.assert_array_equal(result[name][0], result[name][1], err_msg=name)
+        np.testing.assert_allclose(result[name][0], result["single_" + name], atol=1e-6,
+                                   err_msg=name)
+    assert int(result["queue_position"][0]) == 32
+    np.testing.assert_array_equal(result["teacher"][0], result["teacher"][1])
+
+    fit = run_mirrored(tmp_path, "fit", MIRRORED_FIT, tmp_path / "run")
+    assert fit["differ"].size == 0, fit["differ"]
+    assert int(fit["position"]) == 1797 // 128 * 128 % 512
