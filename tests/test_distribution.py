@@ -62,7 +62,7 @@ _compute_loss = ClusteringMethod.compute_loss
 
 def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
     if training:
-        tf.print("REPLICA_BATCH", tf.shape(y_pred[0]["h"])[0], output_stream=sys.stderr)
+        tf.print("REPLICA_BATCH", tf.shape(y_pred["a"]["h"])[0], output_stream=sys.stderr)
     return _compute_loss(self, x, y, y_pred, sample_weight, training)
 
 
@@ -330,6 +330,60 @@ def test_fit_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert "REPLICA_COPIES_DIFFER" not in process.stderr, _tail(process.stderr)
     _assert_trained(_dumped(tmp_path / "dumps", "initial"), _latest_weights(out)[1], "mirrored")
     print(f"mirrored fit: {elapsed:.1f} s")
+
+
+# The method hooks under MirroredStrategy: a SimCLR that counts its in-step hooks in
+# non-trainable variables and records its epoch hooks; every replica's copy is reported.
+HOOKS = """
+import json
+import sys
+
+import keras
+from keras import ops
+
+from mixem_tf.methods import METHODS, SimCLR
+from mixem_tf.recipes import TrainConfig
+from mixem_tf.training import train_run
+
+
+class HookProbe(SimCLR):
+    name = "hook_probe"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.after_loss = keras.Variable(0.0, trainable=False, name="after_loss")
+        self.after_step = keras.Variable(0.0, trainable=False, name="after_step")
+        self.epochs_ended = []
+
+    def update_after_loss(self, outputs):
+        self.after_loss.assign(self.after_loss + 1.0)
+
+    def update_after_step(self):
+        self.after_step.assign(self.after_step + 1.0)
+
+    def on_train_epoch_end(self, epoch, logs):
+        self.epochs_ended.append(epoch)
+
+
+METHODS["hook_probe"] = HookProbe
+config = TrainConfig(dataset="digits", method="hook_probe", epochs=2, batch_size=128,
+                     strategy="mirrored", readout_settings="sklearn")
+model = train_run(config, sys.argv[1], verbose=0).model
+copies = {v.name: [float(c.numpy()) for c in getattr(v.value, "values", [v.value])]
+          for v in (model.after_loss, model.after_step)}
+print("HOOKS", json.dumps({"copies": copies, "epochs_ended": model.epochs_ended}))
+"""
+
+
+def test_method_hooks_run_once_per_step_on_every_replica(tmp_path):
+    script = _script(tmp_path, "hooks_mirrored.py", TWO_CPUS, HOOKS)
+    process = _run_script(script, tmp_path / "run")
+    line = next(line for line in process.stdout.splitlines() if line.startswith("HOOKS"))
+    report = json.loads(line.split(" ", 1)[1])
+    steps = 2 * (1797 // 128)
+    assert report["epochs_ended"] == [0, 1]
+    for name, copies in report["copies"].items():
+        assert len(copies) == 2 and copies == [steps, steps], (name, copies)
 
 
 def _free_ports(count):
