@@ -429,3 +429,18 @@ def test_mirrored_strategy_gives_the_single_device_step_and_one_queue(tmp_path):
     fit = run_mirrored(tmp_path, "fit", MIRRORED_FIT, tmp_path / "run")
     assert fit["differ"].size == 0, fit["differ"]
     assert int(fit["position"]) == 1797 // 128 * 128 % 512
+
+
+@pytest.mark.core
+def test_queue_and_logits_stay_float32_under_mixed_precision():
+    from mixem_tf.data import load_dataset
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = tiny_model()
+        outputs = model(load_dataset("digits").images[:B], training=True)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert model.queue.dtype == "float32" and model.heads.compute_dtype == "bfloat16"
+    for name in ("f", "v", "g", "log_pi", "log_phi", "r", "loss"):
+        assert keras.backend.standardize_dtype(outputs[name].dtype) == "float32", name
