@@ -161,7 +161,13 @@ def test_component_init_uses_component_means_and_fills_empty_ones_in_range():
     centres = cluster.component_init(features, [0, 0, 2, 2], 3, seed=0)
     np.testing.assert_allclose(centres[0], [1.0, 0.0])
     np.testing.assert_allclose(centres[2], [11.0, 10.0])
-    assert np.all(centres[1] >= features.min(0)) and np.all(centres[1] <= features.max(0))
+    assert np.all(centres[1] >= features.min()) and np.all(centres[1] <= features.max())
+    # The official cluster_eval.py draws between the features' overall min and max, not per
+    # dimension: with one dimension in [0, 1] and one in [100, 101], the empty centres' first
+    # coordinates land far beyond 1.
+    wide = np.array([[0.0, 100.0], [1.0, 101.0]])
+    empty = cluster.component_init(wide, [0, 0], 8, seed=0)[1:]
+    assert empty[:, 0].max() > 1.0 and empty.min() >= 0.0 and empty.max() <= 101.0
 
 
 def test_component_init_over_clustering_takes_the_most_frequent_components():
