@@ -124,7 +124,10 @@ def test_teacher_starts_as_a_copy_and_follows_the_ema_of_the_parameters_only():
     model, rng, m = tiny_model(ema_momentum=0.9), np.random.default_rng(2), 0.9
     pairs = model.teacher_pairs()
     assert len(pairs) == len(model.backbone.weights) + len(model.heads.weights)
-    model.initialize_state(np.zeros((20, 8, 8, 1), np.uint8))
+    for teacher, student in pairs:  # a copy from construction on
+        np.testing.assert_array_equal(teacher.numpy(), student.numpy())
+        teacher.assign(rng.normal(size=teacher.shape).astype("float32"))
+    model.initialize_state(np.zeros((20, 8, 8, 1), np.uint8))  # again, e.g. after --init-from
     for teacher, student in pairs:
         np.testing.assert_array_equal(teacher.numpy(), student.numpy())
     expected = [t.numpy().copy() for t, _ in pairs]

@@ -236,6 +236,7 @@ class MiCE(ClusteringMethod):
         self.teacher_heads.build((None, features))
         for variable in [*self.teacher_backbone.weights, *self.teacher_heads.weights]:
             variable.trainable = False  # out of the optimiser; the layers stay trainable
+        self.copy_student_to_teacher()
         rng = np.random.default_rng(self.seed)
         mu = rng.normal(size=(k, d))
         self.expert_prototypes = keras.Variable(
@@ -244,9 +245,8 @@ class MiCE(ClusteringMethod):
         self.gating_prototypes = keras.Variable(omega.astype("float32"), trainable=False,
                                                 name="gating_prototypes", autocast=False)
         bound = 1.0 / math.sqrt(d / 3.0)  # the official uniform(-a, a) start
-        queue = rng.uniform(-bound, bound, size=(self.options.queue_size, k, d))
-        self.queue = keras.Variable(queue.astype("float32"), trainable=False, name="queue",
-                                    autocast=False)
+        queue = (2 * rng.random((self.options.queue_size, k, d), dtype=np.float32) - 1) * bound
+        self.queue = keras.Variable(queue, trainable=False, name="queue", autocast=False)
         self.queue_position = keras.Variable(0, dtype="int32", trainable=False,
                                              name="queue_position")
         self.key_sums = keras.Variable(np.zeros((k, d), "float32"), trainable=False,
@@ -292,10 +292,14 @@ class MiCE(ClusteringMethod):
         return {"neg_elbo": outputs["loss"]}
 
     # -- state updates -----------------------------------------------------------------------
-    def initialize_state(self, images):
-        """The teacher starts as an exact copy of the student (after --init-from, if any)."""
+    def copy_student_to_teacher(self):
+        """Teacher ← student, every weight (copies: under JAX an assigned buffer is shared)."""
         for teacher, student in self.teacher_pairs():
             teacher.assign(ops.copy(student.value))
+
+    def initialize_state(self, images):
+        """The teacher starts as an exact copy of the student (after --init-from, if any)."""
+        self.copy_student_to_teacher()
         if self.options.queue_size > len(images):
             print(f"warning: queue_size {self.options.queue_size} exceeds the {len(images)} "
                   "training images: the queue holds several keys of each image as negatives; "
