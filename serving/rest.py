@@ -14,7 +14,8 @@ code for DEADLINE_EXCEEDED); a connection that has not sent a whole request head
 that time is closed. JSON is parsed, and the model run, in worker threads, so a large request
 never stalls the others (or the gRPC front). Errors come back as ``{"error": message}`` with
 TF Serving's HTTP code for the gRPC status (http_server.cc: 400, 404, 429, 501, 500, ...).
-Shutdown closes idle connections at once and waits at most the grace period for the rest.
+Shutdown closes idle connections at once and waits at most the grace period for the rest;
+what is still running then is answered 503 (UNAVAILABLE) and its connection closed.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ HTTP_STATUS = {
 
 
 # Answers after which the connection is closed: the body may be left unread.
-_CLOSING = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
+_CLOSING = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.UNAVAILABLE}
 
 
 def _error(code: grpc.StatusCode, message: str) -> JSONResponse:
@@ -144,6 +146,8 @@ def build_app(servicers: Servicers, max_body_bytes: int, max_json_values: int,
                           f"(--rest_api_timeout_in_ms)")
         except ClientDisconnect:
             return _error(grpc.StatusCode.CANCELLED, "the client went away")
+        except asyncio.CancelledError:  # uvicorn cancels what outlives the shutdown grace
+            return _error(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         except Exception as error:  # the server keeps serving
             log.exception("REST %s %s failed", request.method, request.url.path)
             return _error(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")

@@ -132,6 +132,44 @@ def test_sigterm_finishes_the_in_flight_request_and_exits_0(model_base):
             process.kill()
 
 
+@pytest.mark.slow
+def test_sigterm_exits_within_the_grace_with_idle_and_half_sent_rest_connections(model_base):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", "--port=0", "--rest_api_port=0",
+         "--model_name=mixem", f"--model_base_path={model_base}",
+         "--shutdown_grace_seconds=2"],  # the REST request timeout (30 s) is far longer
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    connections = []
+    try:
+        rest = None
+        for line in process.stderr:
+            match = re.search(r"REST API listening on 127\.0\.0\.1:(\d+)", line)
+            rest = int(match.group(1)) if match else rest
+            if "gRPC server listening" in line:
+                break
+        assert rest, "the server did not start its REST API"
+        idle = socket.create_connection(("127.0.0.1", rest))  # never sends a byte
+        kept = socket.create_connection(("127.0.0.1", rest))  # keep-alive after a request
+        kept.sendall(b"GET /v1/models/mixem HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+        half = socket.create_connection(("127.0.0.1", rest))  # a body that never ends
+        half.sendall(b"POST /v1/models/mixem:predict HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 1000\r\n\r\n{")
+        connections = [idle, kept, half]
+        time.sleep(0.3)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert time.monotonic() - started < 2 + 5  # the grace, and TensorFlow's teardown
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        for sock in connections:
+            sock.close()
+        if process.poll() is None:
+            process.kill()
+
+
 def test_server_on_a_busy_port_or_missing_base_path_exits_2(model_base, tmp_path, capsys):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
