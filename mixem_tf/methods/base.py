@@ -68,6 +68,11 @@ class ClusteringMethod(keras.Model):
         default_readout: {"feature", "normalize", "clustering"} of its default read-out row.
         embedding_feature: the feature an export gives as `embedding` when it serves one of
             the method's own (argmax) read-outs.
+        search_space: what `trainers.tune` may tune, {setting: range}: a setting is a
+            `TrainConfig` field ("lr"), an option ("temperature") or an entry of a dict option
+            ("term_weights.pull"); a range is {"min", "max", "sampling": "linear"|"log"}
+            (a float, or an int when both ends are ints) or {"values": [...]}
+            (`mixem_tf.tuning.space` checks it).
 
     Attributes:
         backbone: a Keras model mapping float images [N, H, W, C] to h [N, D].
@@ -92,6 +97,7 @@ class ClusteringMethod(keras.Model):
     readout_features: ClassVar[tuple[str, ...] | None] = None  # default: feature_names
     default_readout: ClassVar[dict] = {"feature": "h", "normalize": True, "clustering": "kmeans"}
     embedding_feature: ClassVar[str] = "h"  # exported as `embedding` beside an argmax read-out
+    search_space: ClassVar[dict] = {"lr": {"min": 1e-4, "max": 1e-2, "sampling": "log"}}
 
     # -- what a method declares about runs -----------------------------------------------
     @classmethod

@@ -74,6 +74,10 @@ class CDEC(ClusteringMethod):
     readout_features = ("h", "z")
     default_readout = {"feature": "q", "normalize": False, "clustering": "argmax"}
     embedding_feature = "z"
+    # α, β, γ log-uniform over a decade either side of the official 1, and the learning rate.
+    search_space = {**ClusteringMethod.search_space, **{
+        name: {"min": 0.1, "max": 10.0, "sampling": "log"}
+        for name in ("instance_weight", "cluster_weight", "anchor_weight")}}
 
     @classmethod
     def recipe(cls, dataset):

@@ -123,6 +123,11 @@ class MixEM(ClusteringMethod):
     # stay in every table.
     default_readout = {"feature": "z", "normalize": True, "clustering": "kmeans"}
     embedding_feature = "z"
+    # Each term weight log-uniform over a decade either side of its official value (the small
+    # recipe's pull/push sit at the lower end), and the learning rate.
+    search_space = {**ClusteringMethod.search_space, **{
+        f"term_weights.{term}": {"min": weight / 10, "max": weight * 10, "sampling": "log"}
+        for term, weight in TERM_WEIGHTS.items()}}
 
     @classmethod
     def recipe(cls, dataset):

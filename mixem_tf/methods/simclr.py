@@ -42,6 +42,8 @@ class SimCLR(ClusteringMethod):
 
     loss_names = ("nt_xent",)
     feature_names = ("h", "z")
+    search_space = {**ClusteringMethod.search_space,
+                    "temperature": {"min": 0.1, "max": 1.0, "sampling": "log"}}
 
     @classmethod
     def recipe(cls, dataset):
