@@ -447,3 +447,26 @@ def test_queue_and_logits_stay_float32_under_mixed_precision():
     assert model.queue.dtype == "float32" and model.heads.compute_dtype == "bfloat16"
     for name in ("f", "v", "g", "log_pi", "log_phi", "r", "loss"):
         assert keras.backend.standardize_dtype(outputs[name].dtype) == "float32", name
+
+
+@pytest.mark.slow
+def test_digits_posterior_learns_more_than_kmeans_on_pixels(tmp_path):
+    from mixem_tf.cluster import kmeans
+    from mixem_tf.data import load_dataset
+    from mixem_tf.metrics import evaluate_clustering
+    from mixem_tf.training import train_run
+
+    epochs = 30
+    result = train_run(TrainConfig(dataset="digits", method="mice", epochs=epochs),
+                       tmp_path / "run", verbose=0)
+    rows = {(row["feature"], row["clustering"]): row for row in result.readouts}
+    posterior = rows[("r", "argmax")]
+    assert posterior["default"] and set(rows) >= {("h", "kmeans"), ("pi", "argmax")}
+    digits = load_dataset("digits")
+    pixels = kmeans(digits.images.reshape(len(digits), -1) / 255.0, 10, seed=0)
+    baseline = evaluate_clustering(digits.labels, pixels.labels)
+    assert posterior["acc"] > baseline["acc"], (posterior, baseline)
+    assert posterior["nmi"] > baseline["nmi"] + 0.03, (posterior, baseline)
+    assert max(posterior["cluster_sizes"]) < 0.3 * len(digits)  # no collapse
+    occupancy = (tmp_path / "run/occupancy.jsonl").read_text().splitlines()
+    assert len(occupancy) == epochs
