@@ -122,10 +122,10 @@ class Study:
 
     # -- the study's identity ---------------------------------------------------------------
     def description(self) -> dict:
-        """What makes two commands the same study (saved in study.json)."""
+        """What makes two commands the same study (saved in study.json); --max-trials is not
+        part of it, so a larger one extends a finished study."""
         return {"settings": self.base_settings, "space": self.space,
-                "objective": self.objective, "tuner": self.tuner_name,
-                "max_trials": self.max_trials, "seed": self.seed}
+                "objective": self.objective, "tuner": self.tuner_name, "seed": self.seed}
 
     def prepare(self, overwrite: bool) -> bool:
         """Creates or checks the study folder; True when an earlier study is continued."""
@@ -235,8 +235,8 @@ class Study:
         except Exception as error:  # anything else (out of memory, ...) is named by its type
             record["reason"] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
         record["seconds"] = round(time.time() - started, 1)
-        if out.is_dir():
-            (out / OBJECTIVE_FILE).write_text(json.dumps(record, indent=2))
+        out.mkdir(parents=True, exist_ok=True)  # also for a trial refused before training
+        (out / OBJECTIVE_FILE).write_text(json.dumps(record, indent=2))
         self._report(number, record)
         if record["status"] == "failed":
             raise kt.errors.FailedTrialError(record["reason"])
@@ -305,11 +305,11 @@ class Study:
                 for record in self.records() if record["status"] == "completed"}
 
     def summary(self) -> dict:
-        """Final objective of every trial (the consensus re-scored against all the others),
-        the chosen trial, trials.csv and best_config.json."""
+        """Final objectives of every trial (the consensus re-scored against all the other
+        finished trials), the chosen trial, trials.csv and best_config.json."""
         records = self.records()
         completed = [r for r in records if r["status"] == "completed"]
-        if self.objective == "consensus" and completed:
+        if completed:
             final = objectives_module.final_consensus(
                 self.clusterings(), self.config_num_clusters(completed[0]), self.seed)
             for record in completed:
