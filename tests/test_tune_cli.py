@@ -68,6 +68,34 @@ def test_a_two_trial_study_writes_run_directories_a_table_and_the_chosen_setting
     assert best == saved["settings"]
     assert (out / "trials.csv").read_text().count("\n") == 3
     assert (out / "tuner" / "oracle.json").is_file()
+    import keras
+
+    if keras.backend.backend() == "tensorflow":  # TensorBoard HParams, one run per trial
+        assert [p.parent.name for p in sorted((out / "logs").glob("*/events.out.*"))] == [
+            "000", "001"]
+
+
+@pytest.mark.slow
+def test_bayesian_optimization_runs_its_trials_as_run_directories(tmp_path, capsys):
+    out = tmp_path / "study"
+    code, stdout, err = _call(tune.main, capsys, *TINY, "--max-trials", "2",
+                              "--tuner", "bayesian", "--out", out)
+    assert code == 0, err
+    assert [r["status"] for r in _records(out)] == ["completed", "completed"]
+    assert "chosen: trial" in stdout
+
+
+@pytest.mark.slow
+def test_hyperband_continues_a_promoted_trial_from_its_parent_run(tmp_path, capsys):
+    # --epochs 3, factor 3: three 1-epoch trials, then the best goes on to epoch 3
+    out = tmp_path / "study"
+    code, stdout, err = _call(tune.main, capsys, *TINY, "--epochs", "3", "--tuner",
+                              "hyperband", "--out", out)
+    assert code == 0, err
+    epochs = {r["trial"]: (out / "trials" / f"{r['trial']:03d}" / "history.csv").read_text()
+              .count("\n") - 1 for r in _records(out)}
+    promoted = [t for t, n in epochs.items() if n == 3]
+    assert promoted and "resuming" in err and "after epoch 1 of 3" in err, (epochs, err)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@
                             the failure's reason) and clusters.npy (for the consensus)
     OUT/trials.csv          the table of trials; OUT/best_config.json: the chosen trial's
                             settings, as `trainers.fit --config` reads them
+    OUT/logs/NNN/           TensorBoard HParams of each trial (TensorFlow backend only)
 
 Method-blind: the space comes from the method's `search_space`, the read-out from the run's
 default row. A rerun continues the study: keras-tuner reloads its finished trials (never run
@@ -133,7 +134,8 @@ class Study:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise ValueError(f"--out {self.out_dir} exists and is not a folder")
         if overwrite:
-            for name in ("tuner", "trials", STUDY_FILE, "trials.csv", "best_config.json"):
+            for name in ("tuner", "trials", "logs", STUDY_FILE, "trials.csv",
+                         "best_config.json"):
                 target = self.out_dir / name
                 if target.is_dir():
                     shutil.rmtree(target)
@@ -238,6 +240,7 @@ class Study:
         out.mkdir(parents=True, exist_ok=True)  # also for a trial refused before training
         (out / OBJECTIVE_FILE).write_text(json.dumps(record, indent=2))
         self._report(number, record)
+        self._write_hparams(trial, record)
         if record["status"] == "failed":
             raise kt.errors.FailedTrialError(record["reason"])
         return {self.objective: record["objectives"][self.objective]}
@@ -274,6 +277,26 @@ class Study:
             "stability": objectives_module.stability(evidence),
             "consensus": objectives_module.consensus(evidence, others, self.seed),
             "silhouette": objectives_module.silhouette(evidence, self.seed)}}
+
+    def _write_hparams(self, trial, record) -> None:
+        """TensorBoard's HParams view (OUT/logs/NNN): the trial's values, every objective and
+        ACC/NMI, as keras-tuner's own `Tuner` writes them: under the TensorFlow backend only
+        (TensorBoard's writer needs TensorFlow)."""
+        import keras
+
+        if keras.backend.backend() != "tensorflow" or record["status"] != "completed":
+            return
+        import tensorflow as tf
+        from keras_tuner.src.engine.tuner_utils import convert_hyperparams_to_hparams
+        from tensorboard.plugins.hparams import api as hparams_api
+
+        hparams = convert_hyperparams_to_hparams(trial.hyperparameters, hparams_api)
+        scores = {**record["objectives"], **{k: record[k] for k in ("acc", "nmi") if k in record}}
+        logdir = self.out_dir / "logs" / self.trial_dir(trial.trial_id).name
+        with tf.summary.create_file_writer(str(logdir)).as_default():
+            hparams_api.hparams(hparams, trial_id=trial.trial_id)
+            for name, value in scores.items():
+                tf.summary.scalar(name, value, step=0)
 
     # -- progress and results -------------------------------------------------------------------
     def _planned(self) -> str:
