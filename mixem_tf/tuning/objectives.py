@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,9 +132,13 @@ def silhouette(evidence: TrialEvidence, seed: int = 0) -> float:
 def consensus_clustering(clusterings, num_clusters: int, seed: int = 0) -> np.ndarray:
     """The consensus of several clusterings of the same images: K-means on their one-hot
     cluster ids side by side (a clustering of the co-association matrix)."""
+    from sklearn.exceptions import ConvergenceWarning
+
     clusterings = [np.asarray(c, np.int64) for c in clusterings]
     onehot = np.concatenate([np.eye(int(c.max()) + 1)[c] for c in clusterings], axis=1)
-    return kmeans(onehot, num_clusters, settings=CONSENSUS_KMEANS, seed=seed).labels
+    with warnings.catch_warnings():  # few trials: many images share one row, fewer distinct
+        warnings.simplefilter("ignore", ConvergenceWarning)  # rows than K is expected
+        return kmeans(onehot, num_clusters, settings=CONSENSUS_KMEANS, seed=seed).labels
 
 
 def consensus(evidence: TrialEvidence, others, seed: int = 0) -> float:
