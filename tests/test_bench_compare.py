@@ -59,7 +59,7 @@ def test_settings_can_be_scoped_to_one_method():
 
 @pytest.mark.parametrize("text, problem", [("image_size", "KEY=VALUE"),
                                            ("nosuch=1", "not a TrainConfig field"),
-                                           ("mice:epochs=3", "unknown method 'mice'")])
+                                           ("dino:epochs=3", "unknown method 'dino'")])
 def test_bad_settings_are_named(text, problem):
     import argparse
 
