@@ -46,24 +46,29 @@ FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the 
 }
 
 
+def _shown(default) -> str:
+    return "" if default is None else f" (default {default})"
+
+
 def option_flags() -> dict:
-    """Every method's own options as flags: name → (type, help naming the methods and their
-    defaults)."""
+    """Every method's own options as flags: name → (type, help naming each method that has it,
+    with its text and default)."""
     parsers = {int: int, float: float, str: str, dict: json.loads}
-    flags, defaults = {}, {}
+    kinds, owners = {}, {}
     for method in sorted(METHODS.values(), key=lambda m: m.title):
         for name, spec in method.Options.fields().items():
             default = spec.default if spec.default is not dataclasses.MISSING else {}
-            flags.setdefault(name, (parsers[spec.metadata["kind"]], spec.metadata["help"]))
-            defaults.setdefault(name, {})[method.title] = default
+            kinds.setdefault(name, parsers[spec.metadata["kind"]])
+            owners.setdefault(name, []).append((method.title, spec.metadata["help"], default))
     helps = {}
-    for name, (kind, text) in flags.items():
-        owners = defaults[name]
-        values = set(map(str, owners.values()))
-        shown = (f"default {next(iter(values))}" if len(values) == 1 else "defaults " +
-                 ", ".join(f"{title} {value}" for title, value in owners.items()))
-        helps[name] = (kind, f"{', '.join(owners)}: {text}"
-                       + ("" if values == {"None"} else f" ({shown})"))
+    for name, entries in owners.items():
+        if len({(text, str(default)) for _, text, default in entries}) == 1:
+            titles = ", ".join(title for title, _, _ in entries)
+            text = f"{titles}: {entries[0][1]}{_shown(entries[0][2])}"
+        else:
+            text = "; ".join(f"{title}: {text}{_shown(default)}"
+                            for title, text, default in entries)
+        helps[name] = (kinds[name], text)
     return helps
 
 
