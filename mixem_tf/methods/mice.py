@@ -18,10 +18,9 @@ Deliberate differences from the official code: μ starts as random unit vectors 
 leaves it uninitialised); an expert that no image chose during an epoch keeps its μ (the
 original sets it to zero, where its normalisation has no gradient scale); evaluation does not
 push into the queue; under tf.distribute the queue takes the keys of the global batch, the same
-on every replica. ShuffleBN is not needed on one device (the official code's single GPU) nor
-under JAX, whose data-parallel step normalises over the global batch; under a multi-replica
-TensorFlow strategy the teacher's BatchNorm sees per-replica batches (not shuffled: a documented
-gap).
+on every replica. ShuffleBN (`MiCE.teacher_keys`) runs under a multi-replica TensorFlow
+strategy; one device (the official code's single GPU) and JAX's data-parallel step, which
+normalises over the global batch, need none.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ import numpy as np
 from keras import ops
 
 from mixem_tf.augment import preprocess
-from mixem_tf.distributed import gather_replicas
+from mixem_tf.distributed import gather_replicas, replica_info
 from mixem_tf.heads import _torch_uniform
 from mixem_tf.methods.base import ClusteringMethod
 from mixem_tf.methods.options import MethodOptions, option
@@ -257,6 +256,7 @@ class MiCE(ClusteringMethod):
         self.key_sums = keras.Variable(np.zeros((k, d), "float32"), trainable=False,
                                        name="key_sums", autocast=False)
         self.diagnostic_trackers = [keras.metrics.Mean(name=n) for n in self.diagnostics]
+        self.shuffle_seed = keras.random.SeedGenerator(self.seed, name="shuffle_seed")
 
     def teacher_pairs(self):
         """(teacher variable, student variable) of backbone and heads, in the same order."""
@@ -273,6 +273,24 @@ class MiCE(ClusteringMethod):
         h = self.teacher_backbone(images, training=training)
         return ops.stop_gradient(self.teacher_heads(h)["f"])
 
+    def teacher_keys(self, images, training):
+        """The teacher's keys v of a batch, with ShuffleBN under a multi-replica TensorFlow
+        strategy (MoCo's; the official `get_shuffle_ids`): each replica's teacher normalises a
+        random share of the global batch, not the images its student sees, then the keys go
+        back to their images. On one device (the official single GPU) and under JAX (one
+        program over the global batch) BatchNorm already sees the whole batch."""
+        replica, replicas = replica_info()
+        if replicas == 1:
+            return self.teacher(images, training)
+        everything = gather_replicas(images)
+        order = keras.random.shuffle(ops.arange(ops.shape(everything)[0]),
+                                     seed=self.shuffle_seed)  # the same on every replica
+        mine = ops.take(ops.reshape(order, (replicas, -1)), replica, axis=0)
+        keys = gather_replicas(self.teacher(ops.take(everything, mine, axis=0), training))
+        keys = ops.take(keys, ops.argsort(order), axis=0)  # row j: the key of image j
+        keys = ops.reshape(keys, (replicas, -1, self.num_clusters, self.options.embedding_dim))
+        return ops.take(keys, replica, axis=0)
+
     def _elbo(self, f, v, g):
         return negative_elbo(f, v, g, self.expert_prototypes, self.queue,
                              self.gating_prototypes, self.options.temperature,
@@ -281,7 +299,7 @@ class MiCE(ClusteringMethod):
     def forward_views(self, views):
         """Student on x¹ (experts) and x³ (gating), teacher on x², and the ELBO's parts."""
         student = self.forward(views["student"], training=True)
-        v = self.teacher(views["teacher"], training=True)
+        v = self.teacher_keys(views["teacher"], training=True)
         g = self.forward(views["gating"], training=True)["g"]
         return {"f": student["f"], "v": v, "g": g, **self._elbo(student["f"], v, g)}
 
