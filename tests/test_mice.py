@@ -346,7 +346,7 @@ def loss_and_gradients(model, x1, x2, x3):
     with tf.GradientTape() as tape:
         student, g = model.forward(x1, training=False), model.forward(x3, training=False)["g"]
         v = model.teacher_keys(x2, training=False)  # ShuffleBN's round trip on 2 replicas
-        outputs = {"f": student["f"], "v": v, "g": g, **model._elbo(student["f"], v, g)}
+        outputs = {"f": student["f"], "v": v, "g": g, **model.elbo_parts(student["f"], v, g)}
         loss = model.compute_loss(y_pred=outputs, training=True)
     return loss, tape.gradient(loss, model.trainable_variables)
 

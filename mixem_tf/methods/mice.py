@@ -16,9 +16,9 @@ of the images whose posterior argmax is k (the analytic M-step).
 
 Deliberate differences from the official code: μ starts as random unit vectors (the original
 leaves it uninitialised); an expert that no image chose during an epoch keeps its μ (the
-original sets it to zero, where its normalisation has no gradient scale); evaluation does not
-push into the queue; under tf.distribute the queue takes the keys of the global batch, the same
-on every replica. ShuffleBN (`MiCE.teacher_keys`) runs under a multi-replica TensorFlow
+original sets it to zero, where the gradient of its normalisation is unbounded); evaluation does
+not push into the queue; under tf.distribute the queue takes the keys of the global batch, the
+same on every replica. ShuffleBN (`MiCE.teacher_keys`) runs under a multi-replica TensorFlow
 strategy; one device (the official code's single GPU) and JAX's data-parallel step, which
 normalises over the global batch, need none.
 """
@@ -291,7 +291,8 @@ class MiCE(ClusteringMethod):
         keys = ops.reshape(keys, (replicas, -1, self.num_clusters, self.options.embedding_dim))
         return ops.take(keys, replica, axis=0)
 
-    def _elbo(self, f, v, g):
+    def elbo_parts(self, f, v, g):
+        """`negative_elbo` with the model's μ, queue, ω and temperatures."""
         return negative_elbo(f, v, g, self.expert_prototypes, self.queue,
                              self.gating_prototypes, self.options.temperature,
                              self.options.gating_temperature)
@@ -301,14 +302,14 @@ class MiCE(ClusteringMethod):
         student = self.forward(views["student"], training=True)
         v = self.teacher_keys(views["teacher"], training=True)
         g = self.forward(views["gating"], training=True)["g"]
-        return {"f": student["f"], "v": v, "g": g, **self._elbo(student["f"], v, g)}
+        return {"f": student["f"], "v": v, "g": g, **self.elbo_parts(student["f"], v, g)}
 
     def embed(self, images):
         """h, the posterior r and the gating prior π of clean images: the same image through
         student and teacher in inference mode, with the stored μ and queue (not updated)."""
         x = preprocess(images, self.augment_config)
         student = self.forward(x, training=False)
-        parts = self._elbo(student["f"], self.teacher(x, training=False), student["g"])
+        parts = self.elbo_parts(student["f"], self.teacher(x, training=False), student["g"])
         return {"h": student["h"], "r": parts["r"], "pi": ops.exp(parts["log_pi"])}
 
     def loss_terms(self, outputs):
