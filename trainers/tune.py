@@ -20,12 +20,11 @@ import sys
 from pathlib import Path
 
 from mixem_tf.cli import run
-from mixem_tf.tuning.objectives import OBJECTIVES
+from mixem_tf.tuning.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from trainers.fit import FLAGS, OPTION_FLAGS, config_from_args
 
 TUNERS = {"random": "RandomSearch", "bayesian": "BayesianOptimization",
           "hyperband": "Hyperband (brackets of epochs up to --epochs; ignores --max-trials)"}
-DEFAULT_OBJECTIVE = "stability"
 
 
 def parse_args(argv):

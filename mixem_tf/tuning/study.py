@@ -30,7 +30,7 @@ import numpy as np
 from mixem_tf.tuning import objectives as objectives_module
 from mixem_tf.tuning.space import apply_values
 
-__all__ = ["TUNERS", "Study", "run_study"]
+__all__ = ["TUNERS", "Study"]
 
 TUNERS = ("random", "bayesian", "hyperband")
 STUDY_FILE = "study.json"
@@ -101,7 +101,8 @@ class Study:
         max_consecutive_failures: keras-tuner stops the study after this many failures in a row.
     """
 
-    def __init__(self, config, space: dict, out_dir, *, objective: str = "stability",
+    def __init__(self, config, space: dict, out_dir, *,
+                 objective: str = objectives_module.DEFAULT_OBJECTIVE,
                  tuner: str = "random", max_trials: int = 10, seed: int = 0,
                  max_consecutive_failures: int = 3, verbose: bool = True):
         if objective not in objectives_module.OBJECTIVES:
@@ -334,7 +335,7 @@ class Study:
         completed = [r for r in records if r["status"] == "completed"]
         if completed:
             final = objectives_module.final_consensus(
-                self.clusterings(), self.config_num_clusters(completed[0]), self.seed)
+                self.clusterings(), self._num_clusters(completed[0]), self.seed)
             for record in completed:
                 record["objectives"]["consensus"] = final[record["trial"]]
         for record in records:
@@ -348,7 +349,7 @@ class Study:
                 json.dumps(saved["settings"], indent=2))
         return {"trials": records, "chosen": chosen, "objective": self.objective}
 
-    def config_num_clusters(self, record) -> int:
+    def _num_clusters(self, record) -> int:
         return json.loads((self.trial_dir(record["trial"]) / "config.json").read_text())[
             "num_clusters"]
 
@@ -380,8 +381,3 @@ def _defaults_first(oracle_class):
 
     DefaultsFirst.__name__ = f"DefaultsFirst{oracle_class.__name__}"
     return DefaultsFirst
-
-
-def run_study(config, space, out_dir, *, overwrite=False, **kwargs) -> dict:
-    """`Study(config, space, out_dir, **kwargs).run(overwrite)`."""
-    return Study(config, space, out_dir, **kwargs).run(overwrite)
