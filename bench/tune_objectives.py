@@ -6,8 +6,9 @@
 Runs one RandomSearch study (`mixem_tf.tuning.study`, its first trial at the recipe's values)
 and reports, over the finished trials: the Spearman correlation of each objective with ACC,
 the ACC of the trial each objective picks, the best trial's ACC and the recipe default's (trial
-000). A stopped bench continues its study when rerun with the same command. `--set KEY=VALUE`
-fixes a setting for every trial (VALUE is JSON, else a string).
+000). A stopped bench continues its study when rerun with the same command (`--report`
+measures the finished trials without running more). `--set KEY=VALUE` fixes a setting for
+every trial (VALUE is JSON, else a string).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main(argv=None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, required=True, help="the study folder")
     parser.add_argument("--json", type=Path, help="write the measurements here")
+    parser.add_argument("--report", action="store_true",
+                        help="measure the trials finished so far without running more")
     args = parser.parse_args(argv)
     settings = {"dataset": args.dataset, "method": args.method, "epochs": args.epochs}
     for item in args.set:
@@ -66,7 +69,7 @@ def main(argv=None) -> None:
     config = TrainConfig.from_dict(settings)
     study = Study(config, search_space(config), args.out, objective="stability",
                   max_trials=args.trials, max_consecutive_failures=args.trials)
-    result = measure(study.run())
+    result = measure(study.summary() if args.report else study.run())
     rows = [{"objective": name, "spearman vs ACC": m["spearman"], "pick": m["pick_trial"],
              "ACC of pick": m["pick_acc"], "best ACC": result["best_acc"],
              "default ACC": result["default_acc"]}
