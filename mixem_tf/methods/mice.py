@@ -87,7 +87,10 @@ def negative_elbo(f, v, g, mu, queue, omega, tau: float, kappa: float) -> dict:
     positive = (ops.sum(v * f, axis=-1) + ops.einsum("bkd,kd->bk", v, mu)) / tau
     negative = (ops.einsum("vkd,bkd->bkv", queue, f)
                 + ops.einsum("vkd,kd->kv", queue, mu)[None]) / tau        # [B, K, ν]
-    log_phi = positive - ops.logaddexp(positive, ops.logsumexp(negative, axis=-1))
+    # A logsumexp of the pair, not logaddexp: TensorFlow lowers that to Log1p, which tf2onnx
+    # cannot convert, and the posterior is part of the exported graph.
+    both = ops.stack([positive, ops.logsumexp(negative, axis=-1)], axis=-1)
+    log_phi = positive - ops.logsumexp(both, axis=-1)
     log_joint = log_pi + log_phi
     return {"loss": -ops.mean(ops.logsumexp(log_joint, axis=-1)), "log_pi": log_pi,
             "log_phi": log_phi, "r": ops.softmax(log_joint, axis=-1)}
@@ -215,6 +218,7 @@ class MiCE(ClusteringMethod):
     feature_names = ("h", "r", "pi")
     readout_features = ("h",)
     default_readout = {"feature": "r", "normalize": False, "clustering": "argmax"}
+    embedding_feature = "h"
 
     @classmethod
     def recipe(cls, dataset):
