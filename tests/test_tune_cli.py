@@ -31,14 +31,14 @@ def _records(out):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """A finished 2-trial study (silhouette objective) and its printed output."""
+    """A finished 2-trial study (stability objective) and its printed output."""
     out = tmp_path_factory.mktemp("tune") / "study"
     import contextlib  # a module-scoped fixture cannot use capsys
     import io
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = run(tune.main, [*TINY, "--max-trials", "2", "--objective", "silhouette",
+        code = run(tune.main, [*TINY, "--max-trials", "2", "--objective", "stability",
                                "--out", str(out)])
     return out, code, stdout.getvalue(), stderr.getvalue()
 
@@ -59,7 +59,7 @@ def test_a_two_trial_study_writes_run_directories_a_table_and_the_chosen_setting
     # the first trial runs at the recipe's values, the second at sampled ones
     assert records[0]["values"] == {"lr": 1e-3, "temperature": 0.5}
     assert records[1]["values"] != records[0]["values"]
-    chosen = max(records, key=lambda r: r["objectives"]["silhouette"])
+    chosen = max(records, key=lambda r: r["objectives"]["stability"])
     assert f"chosen: trial {chosen['trial']:03d}" in stdout
     assert "ACC" in stdout.splitlines()[0] and "temperature" in stdout.splitlines()[0]
     assert stderr.count("trial 1/2:") == 1 and stderr.count("trial 2/2:") == 1
@@ -126,7 +126,7 @@ def test_a_stopped_study_continues_without_re_running_a_finished_trial(
         return real(config, run_dir, **kwargs)
 
     monkeypatch.setattr(mixem_tf.training, "train_run", counting)
-    args = [*TINY, "--objective", "silhouette", "--out", out]
+    args = [*TINY, "--objective", "stability", "--out", out]
     before = (out / "trials" / "000" / "objective.json").read_text()
     code, _, err = _call(tune.main, capsys, *args, "--max-trials", "2")
     assert code == 0 and trained == [], err  # finished: nothing runs again

@@ -166,4 +166,4 @@ OBJECTIVES = {
     "silhouette": "silhouette on the L2-normalised read-out features",
 }
 #: The default of `trainers.tune` (docs/BENCHMARKS.md, "keras-tuner objectives").
-DEFAULT_OBJECTIVE = "stability"
+DEFAULT_OBJECTIVE = "silhouette"
