@@ -219,6 +219,10 @@ class MiCE(ClusteringMethod):
     readout_features = ("h",)
     default_readout = {"feature": "r", "normalize": False, "clustering": "argmax"}
     embedding_feature = "h"
+    # The temperatures, around the paper's τ = κ = 1.0 and the small recipe's 0.5.
+    search_space = {**ClusteringMethod.search_space,
+                    "temperature": {"min": 0.1, "max": 2.0, "sampling": "log"},
+                    "gating_temperature": {"min": 0.1, "max": 2.0, "sampling": "log"}}
 
     @classmethod
     def recipe(cls, dataset):
