@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 
-__all__ = ["USER_ERRORS", "quiet_native_logs", "run"]
+__all__ = ["USER_ERRORS", "quiet_native_logs", "read_json_object", "run"]
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
 
@@ -18,6 +18,24 @@ def quiet_native_logs() -> None:
     libraries loaded after the call."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def read_json_object(path, flag: str, what: str = "a JSON object") -> dict:
+    """The JSON object in the file `path` given with `flag`; FileNotFoundError / ValueError
+    naming the flag and the problem otherwise."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{flag} {path} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{flag} {path} is not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{flag} {path} must hold {what}")
+    return values
 
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:

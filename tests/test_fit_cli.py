@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_helpers import call_entry_point
 from mixem_tf import checkpoints
-from mixem_tf.cli import run
 from trainers.fit import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,12 +27,7 @@ FAST = ["--dataset", "digits", "--method", "simclr", "--batch-size", "256", "--q
 
 def _fit(capsys, *args):
     """(exit code, stdout, stderr) of `trainers.fit` run in this process."""
-    try:
-        code = run(main, [str(a) for a in args])
-    except SystemExit as exit:  # argparse's own errors
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return call_entry_point(main, capsys, *args)
 
 
 def _weights(run_dir):

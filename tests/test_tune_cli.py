@@ -8,21 +8,12 @@ import pytest
 
 pytest.importorskip("keras_tuner")
 
+from cli_helpers import call_entry_point as _call  # noqa: E402
 from mixem_tf.cli import run  # noqa: E402
 from trainers import fit, tune  # noqa: E402
 
 TINY = ["--dataset", "digits", "--method", "simclr", "--epochs", "1", "--backbone-width", "8",
         "--batch-size", "256"]
-
-
-def _call(main, capsys, *args):
-    """(exit code, stdout, stderr) of an entry point run in this process."""
-    try:
-        code = run(main, [str(a) for a in args])
-    except SystemExit as exit:  # argparse's own errors
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _records(out):

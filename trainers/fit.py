@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from mixem_tf.cli import run
+from mixem_tf.cli import read_json_object, run
 from mixem_tf.methods import METHODS
 from mixem_tf.recipes import TrainConfig
 
@@ -98,16 +98,7 @@ def parse_args(argv):
 
 
 def config_from_args(args) -> TrainConfig:
-    values = {}
-    if args.config:
-        try:
-            values = json.loads(args.config.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"--config {args.config} does not exist") from None
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--config {args.config} is not valid JSON ({error})") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"--config {args.config} must hold a JSON object")
+    values = read_json_object(args.config, "--config") if args.config else {}
     values.update({k: getattr(args, k) for k in (*FLAGS, *OPTION_FLAGS)
                    if getattr(args, k) is not None})
     return TrainConfig.from_dict(values)

@@ -16,8 +16,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 
 from mixem_tf.recipes import TrainConfig
 
@@ -114,13 +112,6 @@ def search_space(config: TrainConfig, overrides: dict | None = None) -> dict:
 
 def load_space_file(path) -> dict:
     """The JSON object of a `--space` file; ValueError / FileNotFoundError in one line."""
-    path = Path(path)
-    try:
-        values = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--space {path} does not exist") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--space {path} is not valid JSON ({error})") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"--space {path} must hold a JSON object of setting: range")
-    return values
+    from mixem_tf.cli import read_json_object
+
+    return read_json_object(path, "--space", "a JSON object of setting: range")
