@@ -86,51 +86,58 @@ def _claim(request, key: str, shape, int_value: bool):
     return request
 
 
-class Sampler:
+class _Background:
+    """Calls `tick` every `period` seconds on a thread while used as a context manager."""
+
+    period = 0.01
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(self.period):
+            self.tick()
+
+    def tick(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+class Sampler(_Background):
     """The peak RSS (MiB) of a process, sampled every 10 ms while in use."""
 
     def __init__(self, pid: int):
         import psutil
 
+        super().__init__()
         self.process = psutil.Process(pid)
         self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def tick(self):
+        self.peak = max(self.peak, self.process.memory_info().rss)
 
 
-class Probe:
+class Probe(_Background):
     """One normal Predict every 50 ms; `worst_ms` is the slowest while in use."""
 
+    period = 0.05
+
     def __init__(self, stub, request):
+        super().__init__()
         self.stub, self.request, self.latencies = stub, request, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        while not self._stop.wait(0.05):
-            started = time.perf_counter()
-            self.stub.Predict(self.request, timeout=60)
-            self.latencies.append(time.perf_counter() - started)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def tick(self):
+        started = time.perf_counter()
+        self.stub.Predict(self.request, timeout=60)
+        self.latencies.append(time.perf_counter() - started)
 
     @property
     def worst_ms(self) -> float:

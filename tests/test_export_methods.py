@@ -9,16 +9,27 @@ import pytest
 from mixem_tf.cli import run
 
 
-@pytest.fixture(scope="module")
-def cdec_run(tmp_path_factory):
-    """A cdec run on digits (1 epoch), default read-out argmax q."""
+def _one_epoch_run(tmp_path_factory, method, **options):
+    """A 1-epoch run of `method` on digits with a small ConvNet."""
     from mixem_tf.recipes import TrainConfig
     from mixem_tf.training import train_run
 
-    out = tmp_path_factory.mktemp("cdec") / "run"
-    train_run(TrainConfig(dataset="digits", method="cdec", epochs=1, backbone_width=8,
-                          options={"hidden_dim": 32}), out, verbose=0)
+    out = tmp_path_factory.mktemp(method) / "run"
+    train_run(TrainConfig(dataset="digits", method=method, epochs=1, backbone_width=8,
+                          options=options), out, verbose=0)
     return out
+
+
+@pytest.fixture(scope="module")
+def cdec_run(tmp_path_factory):
+    """A cdec run on digits, default read-out argmax q."""
+    return _one_epoch_run(tmp_path_factory, "cdec", hidden_dim=32)
+
+
+@pytest.fixture(scope="module")
+def mice_run(tmp_path_factory):
+    """A MiCE run on digits (a small queue), default read-out argmax r."""
+    return _one_epoch_run(tmp_path_factory, "mice", queue_size=512)
 
 
 @pytest.mark.core
@@ -39,18 +50,6 @@ def test_a_run_saves_as_a_keras_file_with_its_checkpoint_weights(cdec_run, tmp_p
     assert "must end in .keras" in capsys.readouterr().err
     assert run(main, ["--run", str(tmp_path), "--out", str(tmp_path / "x.keras")]) == 2
     assert not (tmp_path / "x.keras").exists()
-
-
-@pytest.fixture(scope="module")
-def mice_run(tmp_path_factory):
-    """A MiCE run on digits (1 epoch, a small queue), default read-out argmax r."""
-    from mixem_tf.recipes import TrainConfig
-    from mixem_tf.training import train_run
-
-    out = tmp_path_factory.mktemp("mice") / "run"
-    train_run(TrainConfig(dataset="digits", method="mice", epochs=1, backbone_width=8,
-                          options={"queue_size": 512}), out, verbose=0)
-    return out
 
 
 @pytest.mark.parametrize("name, key, feature, embedding, onnx", [
