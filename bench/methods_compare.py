@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.memory import PeakRSS
 from mixem_tf import cluster
 from mixem_tf.data import load_protocol
 from mixem_tf.methods import METHODS
@@ -79,28 +80,30 @@ def for_seed(settings: dict, seed: int) -> dict:
 
 
 def _train(config, run_dir):
-    """(read-out rows, wall seconds, median training pairs/s) of one run, reusing a finished
-    identical run in run_dir."""
+    """(read-out rows, wall seconds, median training pairs/s, peak RSS MiB) of one run,
+    reusing a finished identical run in run_dir."""
     record = run_dir / "bench.json" if run_dir else None
     if record and record.is_file():
         saved = json.loads(record.read_text())
         if saved["settings"] == config.to_dict():
             print(f"reusing {run_dir}", flush=True)
-            return saved["readouts"], saved["wall_s"], saved.get("pairs_per_s")
+            return (saved["readouts"], saved["wall_s"], saved.get("pairs_per_s"),
+                    saved.get("peak_rss_mib"))
     start = time.perf_counter()
-    if run_dir:
-        result = train_run(config, run_dir, overwrite=True, verbose=2)
-    else:
-        with tempfile.TemporaryDirectory() as out:
-            result = train_run(config, out, verbose=2)
+    with PeakRSS() as memory:
+        if run_dir:
+            result = train_run(config, run_dir, overwrite=True, verbose=2)
+        else:
+            with tempfile.TemporaryDirectory() as out:
+                result = train_run(config, out, verbose=2)
     wall = time.perf_counter() - start
     rate = float(np.median(result.images_per_s)) if result.images_per_s else None
     readouts = [{k: v for k, v in row.items() if k != "centroids"} for row in result.readouts]
     if record:
         record.write_text(json.dumps({"settings": config.to_dict(), "readouts": readouts,
-                                      "wall_s": wall, "pairs_per_s": rate}, default=float,
-                                     indent=1))
-    return readouts, wall, rate
+                                      "wall_s": wall, "pairs_per_s": rate,
+                                      "peak_rss_mib": memory.mib}, default=float, indent=1))
+    return readouts, wall, rate, memory.mib
 
 
 def _readout_name(row) -> str:
@@ -127,31 +130,37 @@ def run_configs(dataset, method, epochs, seeds, settings) -> dict:
 
 
 def _runs(method, configs, runs_dir):
-    """{seed: {read-out name: {metric: value}}}, and the wall seconds and pairs/s of each run."""
-    per_seed, walls, rates = {}, [], []
+    """{seed: {read-out name: {metric: value}}}, and the wall seconds, pairs/s and peak RSS MiB
+    of each run."""
+    per_seed, walls, rates, peaks = {}, [], [], []
     for seed, config in configs.items():
         run_dir = Path(runs_dir) / f"{method}-s{seed}" if runs_dir else None
-        readouts, wall, rate = _train(config, run_dir)
+        readouts, wall, rate, peak = _train(config, run_dir)
         walls.append(wall)
         rates.append(rate)
+        peaks.append(peak)
         per_seed[seed] = {_readout_name(row): {m: row[m] for m in METRICS} for row in readouts}
-    return per_seed, walls, rates
+    return per_seed, walls, rates, peaks
 
 
 def _mean_std(values):
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
-def summary_rows(method, per_seed, walls, rates=()) -> list[dict]:
-    """One row per read-out: mean ± std over the seeds; `*` marks the method's default."""
+def summary_rows(method, per_seed, walls, rates=(), peaks=()) -> list[dict]:
+    """One row per read-out: mean ± std over the seeds; `*` marks the method's default; peak
+    RSS is the largest of the runs' (the process's, so it includes the loaded dataset)."""
     default = _default_name(method)
     known = [rate for rate in rates if rate]
     pairs = f"{np.mean(known):.0f}" if known else ""
+    measured = [peak for peak in peaks if peak]
+    peak = f"{max(measured):.0f}" if measured else ""
     names = sorted({name for scores in per_seed.values() for name in scores})
     return [{"method": method + (" *" if name == default else ""), "read-out": name,
              **{m: _mean_std([scores[name][m] for scores in per_seed.values()])
                 for m in METRICS},
-             "wall s": f"{np.mean(walls):.0f}", "pairs/s": pairs} for name in names]
+             "wall s": f"{np.mean(walls):.0f}", "pairs/s": pairs, "peak RSS MiB": peak}
+            for name in names]
 
 
 def paired_rows(method, per_seed, baseline, baseline_per_seed) -> list[dict]:
@@ -215,9 +224,10 @@ def main(argv=None):
     rows = [] if args.no_pixels else [_pixel_row(args.dataset, args.seeds)]
     results = {}
     for method in args.methods:
-        per_seed, walls, rates = _runs(method, configs[method], args.runs_dir)
-        results[method] = {"per_seed": per_seed, "wall_s": walls, "pairs_per_s": rates}
-        rows += summary_rows(method, per_seed, walls, rates)
+        per_seed, walls, rates, peaks = _runs(method, configs[method], args.runs_dir)
+        results[method] = {"per_seed": per_seed, "wall_s": walls, "pairs_per_s": rates,
+                           "peak_rss_mib": peaks}
+        rows += summary_rows(method, per_seed, walls, rates, peaks)
     print(f"{args.dataset}: {args.epochs} epochs, seeds {args.seeds}, settings {settings} "
           "(* = default read-out)")
     print(format_table(rows))

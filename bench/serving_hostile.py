@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.memory import Background, PeakRSS
 from bench.serving_load import ServerProcess, percentiles, write_synthetic_export
 from serving.warmup import WARMUP_FILE
 
@@ -86,46 +87,7 @@ def _claim(request, key: str, shape, int_value: bool):
     return request
 
 
-class _Background:
-    """Calls `tick` every `period` seconds on a thread while used as a context manager."""
-
-    period = 0.01
-
-    def __init__(self):
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.wait(self.period):
-            self.tick()
-
-    def tick(self):
-        raise NotImplementedError
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
-class Sampler(_Background):
-    """The peak RSS (MiB) of a process, sampled every 10 ms while in use."""
-
-    def __init__(self, pid: int):
-        import psutil
-
-        super().__init__()
-        self.process = psutil.Process(pid)
-        self.peak = self.process.memory_info().rss
-
-    def tick(self):
-        self.peak = max(self.peak, self.process.memory_info().rss)
-
-
-class Probe(_Background):
+class Probe(Background):
     """One normal Predict every 50 ms; `worst_ms` is the slowest while in use."""
 
     period = 0.05
@@ -206,11 +168,11 @@ def attacks(base: Path, half: int) -> list[dict]:
          lambda: _post(server.rest_port, limit_json)),
         ("REST: 100,000-deep JSON", lambda: _post(server.rest_port, deep)),
     ]
-    baseline = Sampler(server.process.pid).peak
+    baseline = PeakRSS(server.process.pid).peak
     rows = []
     try:
         for label, attack in cases:
-            with Sampler(server.process.pid) as rss, Probe(stub, normal) as probe:
+            with PeakRSS(server.process.pid) as rss, Probe(stub, normal) as probe:
                 started = time.perf_counter()
                 answer = attack()
                 seconds = time.perf_counter() - started
@@ -219,7 +181,7 @@ def attacks(base: Path, half: int) -> list[dict]:
                          "peak_rss_mib": rss.peak / 2**20, "baseline_rss_mib": baseline / 2**20,
                          "worst_probe_ms": probe.worst_ms})
         sockets = []
-        with Sampler(server.process.pid) as rss, Probe(stub, normal) as probe:
+        with PeakRSS(server.process.pid) as rss, Probe(stub, normal) as probe:
             for _ in range(half):  # half-sent bodies, left open
                 sock = socket.create_connection(("127.0.0.1", server.rest_port))
                 sock.sendall(b"POST /v1/models/mixem:predict HTTP/1.1\r\nHost: x\r\n"

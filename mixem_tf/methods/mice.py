@@ -70,6 +70,16 @@ def _l2_normalize(x, axis=-1):
     return x / ops.maximum(ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True)), 1e-12)
 
 
+def _logsumexp_last(x):
+    """logsumexp over the last axis of a [B, K, n] tensor, reduced as [B·K, n].
+
+    tf2onnx rewrites a rank-3 max over the last axis into GlobalMaxPool, which ONNX's reference
+    evaluator (onnx 1.23) reduces over the wrong axes; a rank-2 max stays a ReduceMax.
+    """
+    rows = ops.logsumexp(ops.reshape(x, (-1, ops.shape(x)[-1])), axis=-1)
+    return ops.reshape(rows, ops.shape(x)[:-1])
+
+
 def negative_elbo(f, v, g, mu, queue, omega, tau: float, kappa: float) -> dict:
     """MiCE's negative ELBO and its parts, in float32 (METHODS.md §2.2).
 
@@ -89,8 +99,8 @@ def negative_elbo(f, v, g, mu, queue, omega, tau: float, kappa: float) -> dict:
                 + ops.einsum("vkd,kd->kv", queue, mu)[None]) / tau        # [B, K, ν]
     # A logsumexp of the pair, not logaddexp: TensorFlow lowers that to Log1p, which tf2onnx
     # cannot convert, and the posterior is part of the exported graph.
-    both = ops.stack([positive, ops.logsumexp(negative, axis=-1)], axis=-1)
-    log_phi = positive - ops.logsumexp(both, axis=-1)
+    both = ops.stack([positive, _logsumexp_last(negative)], axis=-1)
+    log_phi = positive - _logsumexp_last(both)
     log_joint = log_pi + log_phi
     return {"loss": -ops.mean(ops.logsumexp(log_joint, axis=-1)), "log_pi": log_pi,
             "log_phi": log_phi, "r": ops.softmax(log_joint, axis=-1)}
