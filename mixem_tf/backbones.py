@@ -8,8 +8,7 @@ Each backbone is a functional ``keras.Model`` mapping float32 images ``[N, H, W,
 * ``resnet34``: BasicBlock [3, 4, 6, 3], D = 512. MiCE's and method 3's backbone
   (METHODS.md §2.1, §3.1).
 * ``convnet``: four conv-BN-ReLU layers (32, 64, 128, 128 channels at the default width 32)
-  with 2x2 max-pools after the first two, D = 4 * width = 128 (256 at width 64); its convs are
-  ``PatchConv2D`` (computed as im2col under JAX on a CPU). Made for fast
+  with 2x2 max-pools after the first two, D = 4 * width = 128 (256 at width 64). Made for fast
   CPU runs on 28x28 (MNIST, Fashion-MNIST) and 8x8 (digits) inputs; 240,608 trainable
   parameters for one input channel (241,184 for RGB; 960,448 at width 64), about 15M
   multiply-adds per 28x28 image. Its 2x2 max-pools are skipped once the map is under 4 px,
@@ -68,8 +67,8 @@ def _conv_initializer():
     )
 
 
-def _conv(filters, kernel_size, strides=1, padding="valid", name=None, layer=keras.layers.Conv2D):
-    return layer(
+def _conv(filters, kernel_size, strides=1, padding="valid", name=None):
+    return PatchConv2D(
         filters,
         kernel_size,
         strides=strides,
@@ -83,12 +82,14 @@ def _conv(filters, kernel_size, strides=1, padding="valid", name=None, layer=ker
 
 @keras.saving.register_keras_serializable("mixem_tf")
 class PatchConv2D(keras.layers.Conv2D):
-    """Conv2D that, under JAX on a CPU, computes a stride-1 "same" convolution as one matrix
-    product over gathered patches (im2col).
+    """Conv2D that, under JAX on a CPU, computes the convolution as one matrix product over
+    gathered patches (im2col): stride-1 "same" convs (the ConvNet) and "valid" convs of any
+    stride (ResNet's, whose input is padded first).
 
     Same weights and same function as Conv2D; only the computation differs. XLA's CPU
-    convolution is very slow on the ConvNet's small maps (a 3x3 conv on 2x2 maps: ~12x slower
-    than im2col, see docs/BENCHMARKS.md); TensorFlow's and GPU convolutions are used as they are.
+    convolution is slow: im2col is 1.3-3x faster for ResNet-18's 3x3 convs (forward and
+    backward) and ~12x for the ConvNet's small maps (docs/BENCHMARKS.md). TensorFlow's and GPU
+    convolutions are used as they are.
     """
 
     def _use_patches(self):
@@ -96,20 +97,24 @@ class PatchConv2D(keras.layers.Conv2D):
             return False
         import jax
 
-        return (jax.default_backend() == "cpu" and self.padding == "same"
-                and tuple(self.strides) == (1, 1) and tuple(self.dilation_rate) == (1, 1)
-                and self.groups == 1 and self.data_format == "channels_last")
+        return (jax.default_backend() == "cpu" and tuple(self.dilation_rate) == (1, 1)
+                and self.groups == 1 and self.data_format == "channels_last"
+                and (self.padding == "valid" or tuple(self.strides) == (1, 1)))
 
     def convolution_op(self, inputs, kernel):
         if not self._use_patches():
             return super().convolution_op(inputs, kernel)
         kh, kw, channels, filters = kernel.shape
-        height, width = inputs.shape[1], inputs.shape[2]
-        before_h, before_w = (kh - 1) // 2, (kw - 1) // 2
-        padded = ops.pad(inputs, [[0, 0], [before_h, kh - 1 - before_h],
-                                  [before_w, kw - 1 - before_w], [0, 0]])
-        patches = ops.concatenate([padded[:, i:i + height, j:j + width, :]
-                                   for i in range(kh) for j in range(kw)], axis=-1)
+        if self.padding == "same":
+            before_h, before_w = (kh - 1) // 2, (kw - 1) // 2
+            inputs = ops.pad(inputs, [[0, 0], [before_h, kh - 1 - before_h],
+                                      [before_w, kw - 1 - before_w], [0, 0]])
+        sh, sw = self.strides
+        height = (inputs.shape[1] - kh) // sh + 1
+        width = (inputs.shape[2] - kw) // sw + 1
+        patches = ops.concatenate([
+            inputs[:, i:i + sh * (height - 1) + 1:sh, j:j + sw * (width - 1) + 1:sw, :]
+            for i in range(kh) for j in range(kw)], axis=-1)
         return ops.matmul(patches, ops.reshape(kernel, (kh * kw * channels, filters)))
 
 
@@ -335,7 +340,7 @@ def _build_convnet(inputs, width, bn_momentum, bn_epsilon):
     x, size = inputs, min(inputs.shape[1], inputs.shape[2])
     for index, (multiple, pool) in enumerate(((1, True), (2, True), (4, False), (4, False))):
         name = f"block{index + 1}"
-        x = _conv(width * multiple, 3, padding="same", name=f"{name}_conv", layer=PatchConv2D)(x)
+        x = _conv(width * multiple, 3, padding="same", name=f"{name}_conv")(x)
         x = _bn(bn_momentum, bn_epsilon, name=f"{name}_bn")(x)
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
         # Pool only while at least 2x2 would remain: 28 -> 14 -> 7, 8 -> 4 -> 2.

@@ -369,14 +369,17 @@ def test_block_errors():
         ResNetStem("resnet")
 
 
-@pytest.mark.parametrize("size,channels,filters,kernel", [(2, 8, 6, 3), (5, 3, 4, 3), (6, 2, 3, 2)])
-def test_patch_conv_equals_conv2d(size, channels, filters, kernel):
-    """PatchConv2D (im2col under JAX on a CPU) computes Conv2D's "same" conv, values and grads."""
+@pytest.mark.parametrize("size,channels,filters,kernel,padding,strides", [
+    (2, 8, 6, 3, "same", 1), (5, 3, 4, 3, "same", 1), (6, 2, 3, 2, "same", 1),  # the ConvNet's
+    (10, 3, 4, 3, "valid", 1), (10, 3, 4, 3, "valid", 2), (9, 4, 5, 3, "valid", 2),  # ResNet's
+    (8, 4, 5, 1, "valid", 2), (13, 3, 4, 7, "valid", 2)])  # shortcut, ImageNet stem
+def test_patch_conv_equals_conv2d(size, channels, filters, kernel, padding, strides):
+    """PatchConv2D (im2col under JAX on a CPU) computes Conv2D's conv, values and grads."""
     rng = np.random.default_rng(0)
     images = rng.normal(size=(3, size, size, channels)).astype("float32")
     weights = rng.normal(size=(kernel, kernel, channels, filters)).astype("float32")
-    layers = [cls(filters, kernel, padding="same", use_bias=False) for cls in
-              (keras.layers.Conv2D, PatchConv2D)]
+    layers = [cls(filters, kernel, padding=padding, strides=strides, use_bias=False)
+              for cls in (keras.layers.Conv2D, PatchConv2D)]
     for layer in layers:
         layer.build(images.shape)
         layer.kernel.assign(weights)
@@ -386,9 +389,42 @@ def test_patch_conv_equals_conv2d(size, channels, filters, kernel):
         assert layers[1]._use_patches() == (jax.default_backend() == "cpu")
         grads = [jax.grad(lambda x, w, layer=layer: (layer.convolution_op(x, w) ** 3).sum(),
                           argnums=(0, 1))(images, weights) for layer in layers]
-        for expected, got in zip(*grads):
-            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+        for expected, got in zip(*grads):  # float32 sums of terms up to ~1e3: scaled atol
+            np.testing.assert_allclose(got, expected, rtol=1e-4,
+                                       atol=1e-6 * np.abs(expected).max())
     else:
         assert not layers[1]._use_patches()
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layers[1](images)),
                                keras.ops.convert_to_numpy(layers[0](images)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_a_resnet_trains_the_same_with_im2col_convs(stem, monkeypatch):
+    """ResNet-18's features and gradients in training mode are those of XLA's convolutions
+    when its convs run as im2col (JAX on a CPU; elsewhere both paths are the same conv)."""
+    size = 16 if stem == "cifar" else 32
+    model = build_backbone("resnet18", (size, size, 3), stem=stem, width=8)
+    images = np.random.default_rng(1).normal(size=(4, size, size, 3)).astype("float32")
+
+    def features_and_grads():
+        if keras.backend.backend() != "jax":
+            return keras.ops.convert_to_numpy(model(images, training=True)), []
+        import jax
+
+        def loss(values):
+            mapping = list(zip(model.trainable_variables, values))
+            with keras.StatelessScope(state_mapping=mapping):
+                h = model(images, training=True)
+            return (h ** 2).sum(), h
+
+        (_, h), grads = jax.value_and_grad(loss, has_aux=True)(
+            [v.value for v in model.trainable_variables])
+        return np.asarray(h), [np.asarray(g) for g in grads]
+
+    h, grads = features_and_grads()
+    monkeypatch.setattr(PatchConv2D, "_use_patches", lambda self: False)
+    expected_h, expected_grads = features_and_grads()
+    # training-mode BN over 4 images on 1x1 maps amplifies float32 rounding: atol 1e-4
+    np.testing.assert_allclose(h, expected_h, rtol=1e-4, atol=1e-4)
+    for got, expected in zip(grads, expected_grads):
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
