@@ -225,9 +225,10 @@ def _run_json(command: list[str], out: Path, env: dict) -> dict:
     return json.loads(out.read_text())
 
 
-def ours_row(backend: str, batch_size: int, steps: int, warmup: int, out: Path) -> dict:
-    """Our step's row from `bench.train_throughput` under KERAS_BACKEND=`backend`."""
-    command = [sys.executable, "-m", "bench.train_throughput", "--method", "mixem",
+def ours_row(python: str, backend: str, batch_size: int, steps: int, warmup: int,
+             out: Path) -> dict:
+    """Our step's row from `bench.train_throughput` under `python` and KERAS_BACKEND=`backend`."""
+    command = [python, "-m", "bench.train_throughput", "--method", "mixem",
                "--cases", "resnet18:32:3", "--batch-size", str(batch_size),
                "--steps", str(steps), "--warmup", str(warmup), "--json", str(out)]
     return _run_json(command, out, _child_env(KERAS_BACKEND=backend))["rows"][0]
@@ -288,6 +289,8 @@ def main(argv=None) -> int:
                         help="steps after the first one that are not timed")
     parser.add_argument("--backend", nargs="+", default=["tensorflow"],
                         choices=("tensorflow", "jax"), help="our side's KERAS_BACKEND")
+    parser.add_argument("--jax-python", default=sys.executable,
+                        help="the Python that runs our side under JAX (default: this one)")
     parser.add_argument("--workers", type=int, default=2, help="the official DataLoader's")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--json", default=None, help="write every row and the summary here")
@@ -312,7 +315,8 @@ def main(argv=None) -> int:
                         row = official_run(args.torch_python, args.official, batch, args.steps,
                                            args.warmup, args.workers, args.threads, out)
                     else:
-                        row = ours_row(side, batch, args.steps, args.warmup, out)
+                        python = args.jax_python if side == "jax" else sys.executable
+                        row = ours_row(python, side, batch, args.steps, args.warmup, out)
                     rows.append({"round": round_, **row})
                     print(f"round {round_} batch {batch} {side}: {row['pairs_per_s']:.1f} "
                           f"pairs/s, first step {row['first_step_s']:.1f} s", flush=True)
