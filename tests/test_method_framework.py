@@ -152,3 +152,15 @@ def test_a_trained_model_saves_and_loads_as_a_keras_file(tmp_path, method):
     fresh = build_method(config, (8, 8, 1), 10).predict(images[:64], verbose=0)
     assert not np.allclose(fresh["h"], before["h"])  # the weights came from the file
     json.loads(json.dumps(loaded.get_config()))  # the config is plain JSON
+
+
+def test_a_study_without_an_objective_uses_the_methods_measured_one(tmp_path):
+    from mixem_tf.tuning.objectives import OBJECTIVES
+    from mixem_tf.tuning.study import Study
+
+    assert {cls.tuning_objective for cls in METHODS.values()} <= set(OBJECTIVES)
+    chosen = {name: Study(TrainConfig(dataset="digits", method=name), {}, tmp_path).objective
+              for name in ("mixem", "cdec")}
+    assert chosen == {"mixem": "stability", "cdec": "consensus"}
+    config = TrainConfig(dataset="digits", method="mixem")
+    assert Study(config, {}, tmp_path, objective="silhouette").objective == "silhouette"

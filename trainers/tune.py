@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from mixem_tf.cli import run
-from mixem_tf.tuning.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
+from mixem_tf.methods import METHODS
+from mixem_tf.tuning.objectives import OBJECTIVES
 from trainers.fit import FLAGS, OPTION_FLAGS, config_from_args
 
 TUNERS = {"random": "RandomSearch", "bayesian": "BayesianOptimization",
@@ -31,10 +32,12 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m trainers.tune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="the study folder")
-    parser.add_argument("--objective", default=DEFAULT_OBJECTIVE, choices=list(OBJECTIVES),
+    parser.add_argument("--objective", default=None, choices=list(OBJECTIVES),
                         help="label-free objective, maximised: " + "; ".join(
                             f"{k}: {v}" for k, v in OBJECTIVES.items())
-                        + f" (default {DEFAULT_OBJECTIVE})")
+                        + " (default: the method's; " + ", ".join(
+                            f"{name} {cls.tuning_objective}" for name, cls in METHODS.items())
+                        + ")")
     parser.add_argument("--tuner", default="random", choices=list(TUNERS),
                         help="; ".join(f"{k}: {v}" for k, v in TUNERS.items()))
     parser.add_argument("--max-trials", type=int, default=10, help="trials in all (default 10)")
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
         print("error: no trial finished; see the reasons above", file=sys.stderr)
         return 1
     labels = "".join(f", {k.upper()} {chosen[k]:.4f}" for k in ("acc", "nmi") if k in chosen)
-    print(f"chosen: trial {chosen['trial']:03d} ({args.objective} {chosen['objective']:.4f}"
+    print(f"chosen: trial {chosen['trial']:03d} ({study.objective} {chosen['objective']:.4f}"
           f"{labels}); its settings: {args.out / 'best_config.json'} (python -m trainers.fit "
           f"--config {args.out / 'best_config.json'})")
     return 0

@@ -73,6 +73,10 @@ class ClusteringMethod(keras.Model):
             ("term_weights.pull"); a range is {"min", "max", "sampling": "linear"|"log"}
             (a float, or an int when both ends are ints) or {"values": [...]}
             (`mixem_tf.tuning.space` checks it).
+        tuning_objective: `trainers.tune`'s default label-free objective for the method (a
+            name of `mixem_tf.tuning.objectives.OBJECTIVES`): the consensus, which ranked
+            trials best over the measured studies, unless the method measured another
+            (docs/BENCHMARKS.md, "keras-tuner objectives").
 
     Attributes:
         backbone: a Keras model mapping float images [N, H, W, C] to h [N, D].
@@ -98,6 +102,7 @@ class ClusteringMethod(keras.Model):
     default_readout: ClassVar[dict] = {"feature": "h", "normalize": True, "clustering": "kmeans"}
     embedding_feature: ClassVar[str] = "h"  # exported as `embedding` beside an argmax read-out
     search_space: ClassVar[dict] = {"lr": {"min": 1e-4, "max": 1e-2, "sampling": "log"}}
+    tuning_objective: ClassVar[str] = "consensus"
 
     # -- what a method declares about runs -----------------------------------------------
     @classmethod

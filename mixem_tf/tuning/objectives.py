@@ -35,7 +35,7 @@ from sklearn.metrics import silhouette_score
 from mixem_tf.cluster import KMeansSettings, assign, kmeans, l2_normalize
 from mixem_tf.metrics import adjusted_rand_index, normalized_mutual_info
 
-__all__ = ["DEFAULT_OBJECTIVE", "MAX_IMAGES", "OBJECTIVES", "CollapsedClusteringError",
+__all__ = ["MAX_IMAGES", "OBJECTIVES", "CollapsedClusteringError",
            "TrialEvidence", "check_not_collapsed", "consensus", "consensus_clustering",
            "final_consensus", "objective_images", "silhouette", "stability", "trial_evidence"]
 
@@ -165,5 +165,3 @@ OBJECTIVES = {
     "consensus": "NMI with the consensus of the other trials (Helfmann et al. 2018)",
     "silhouette": "silhouette on the L2-normalised read-out features",
 }
-#: The default of `trainers.tune` (docs/BENCHMARKS.md, "keras-tuner objectives").
-DEFAULT_OBJECTIVE = "silhouette"

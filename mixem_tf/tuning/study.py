@@ -93,7 +93,7 @@ class Study:
         config: the `TrainConfig` every trial starts from (the user's settings).
         space: the checked search space (`search_space`).
         out_dir: the study folder.
-        objective: a name of `objectives.OBJECTIVES`.
+        objective: a name of `objectives.OBJECTIVES`; None: the method's `tuning_objective`.
         tuner: "random", "bayesian" or "hyperband".
         max_trials: trials in all (RandomSearch, BayesianOptimization); Hyperband runs its
             brackets up to `config.epochs`.
@@ -102,9 +102,13 @@ class Study:
     """
 
     def __init__(self, config, space: dict, out_dir, *,
-                 objective: str = objectives_module.DEFAULT_OBJECTIVE,
+                 objective: str | None = None,
                  tuner: str = "random", max_trials: int = 10, seed: int = 0,
                  max_consecutive_failures: int = 3, verbose: bool = True):
+        if objective is None:
+            from mixem_tf.methods import method_class
+
+            objective = method_class(config.method).tuning_objective
         if objective not in objectives_module.OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; choose from "
                              f"{', '.join(objectives_module.OBJECTIVES)}")
