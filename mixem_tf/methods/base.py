@@ -74,9 +74,9 @@ class ClusteringMethod(keras.Model):
             (a float, or an int when both ends are ints) or {"values": [...]}
             (`mixem_tf.tuning.space` checks it).
         tuning_objective: `trainers.tune`'s default label-free objective for the method (a
-            name of `mixem_tf.tuning.objectives.OBJECTIVES`): the consensus, which ranked
-            trials best over the measured studies, unless the method measured another
-            (docs/BENCHMARKS.md, "keras-tuner objectives").
+            name of `mixem_tf.tuning.objectives.OBJECTIVES`): the consensus, the one objective
+            that ranked trials positively in every measured study, unless the method
+            measured a better one (docs/BENCHMARKS.md, "keras-tuner objectives").
 
     Attributes:
         backbone: a Keras model mapping float images [N, H, W, C] to h [N, D].
