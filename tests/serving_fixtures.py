@@ -9,6 +9,7 @@ and return `cluster`, `probabilities`, `distances`, `embedding` for fixed random
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,19 @@ def png_header(height: int, width: int) -> bytes:
 
 
 # -- request helpers -------------------------------------------------------------------------
+def lingering_rest_connections(port: int, model: str = "mixem") -> tuple:
+    """(idle, kept, half): three connections to a REST port that stay open: one that never
+    sends a byte, one kept alive after a request answered 200, one whose body never ends."""
+    idle = socket.create_connection(("127.0.0.1", port))
+    kept = socket.create_connection(("127.0.0.1", port))
+    kept.sendall(f"GET /v1/models/{model} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+    half = socket.create_connection(("127.0.0.1", port))
+    half.sendall(f"POST /v1/models/{model}:predict HTTP/1.1\r\nHost: x\r\n"
+                 "Content-Length: 1000\r\n\r\n{".encode())
+    return idle, kept, half
+
+
 def predict_request(inputs, signature="", model="mixem", version=None, output_filter=()):
     """A PredictRequest as a TF Serving client builds it."""
     import tensorflow as tf

@@ -18,7 +18,13 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 
 from serving import client as client_cli  # noqa: E402
 from serving import server as server_cli  # noqa: E402
-from serving_fixtures import own_outputs, png_bytes, predict_request, write_model  # noqa: E402
+from serving_fixtures import (  # noqa: E402
+    lingering_rest_connections,
+    own_outputs,
+    png_bytes,
+    predict_request,
+    write_model,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,14 +155,7 @@ def test_sigterm_exits_within_the_grace_with_idle_and_half_sent_rest_connections
             if "gRPC server listening" in line:
                 break
         assert rest, "the server did not start its REST API"
-        idle = socket.create_connection(("127.0.0.1", rest))  # never sends a byte
-        kept = socket.create_connection(("127.0.0.1", rest))  # keep-alive after a request
-        kept.sendall(b"GET /v1/models/mixem HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert kept.recv(65536).startswith(b"HTTP/1.1 200")
-        half = socket.create_connection(("127.0.0.1", rest))  # a body that never ends
-        half.sendall(b"POST /v1/models/mixem:predict HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Length: 1000\r\n\r\n{")
-        connections = [idle, kept, half]
+        connections = list(lingering_rest_connections(rest))
         time.sleep(0.3)
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)

@@ -15,7 +15,14 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from serving import server as server_cli  # noqa: E402
-from serving_fixtures import images, own_outputs, png_bytes, png_header, write_model  # noqa: E402
+from serving_fixtures import (  # noqa: E402
+    images,
+    lingering_rest_connections,
+    own_outputs,
+    png_bytes,
+    png_header,
+    write_model,
+)
 
 TIMEOUT_MS = 3000
 
@@ -189,13 +196,7 @@ def test_shutdown_finishes_within_the_grace_whatever_connections_stay_open(tmp_p
         ["--port=0", "--rest_api_port=0", "--model_name=mixem", f"--model_base_path={base}",
          "--file_system_poll_wait_seconds=0"]))  # request timeout 30 s, far past the grace
     port = running.rest.port
-    idle = socket.create_connection(("127.0.0.1", port))  # connected, never sends a byte
-    kept = socket.create_connection(("127.0.0.1", port))  # keep-alive after one request
-    kept.sendall(b"GET /v1/models/mixem HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert kept.recv(65536).startswith(b"HTTP/1.1 200")
-    half = socket.create_connection(("127.0.0.1", port))  # a body that never ends
-    half.sendall(b"POST /v1/models/mixem:predict HTTP/1.1\r\nHost: x\r\n"
-                 b"Content-Length: 1000\r\n\r\n{")
+    idle, kept, half = lingering_rest_connections(port)
     time.sleep(0.3)
     started = time.monotonic()
     running.stop(1.0)
