@@ -17,7 +17,7 @@ import time
 
 from mixem_tf import cluster
 from mixem_tf.data import load_protocol
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 from mixem_tf.report import format_table
 from mixem_tf.training import train_run
 from trainers.pixel_kmeans import pixel_kmeans

@@ -27,7 +27,7 @@ import numpy as np
 from bench.memory import PeakRSS
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.methods import METHODS, build_method
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 from mixem_tf.report import format_table
 from mixem_tf.training import make_optimizer
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 from mixem_tf.report import format_table
 from mixem_tf.tuning.objectives import OBJECTIVES
 from mixem_tf.tuning.space import search_space

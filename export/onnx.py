@@ -128,7 +128,7 @@ def parity_images(saved_model, folder=None, limit: int = PARITY_IMAGES) -> list[
         if not groups:
             raise ValueError(f"--parity-images: {folder} holds no readable image")
         return [np.stack(images) for images in groups.values()]
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
     from mixem_tf.runs import load_evaluation
 
     card = json.loads((Path(saved_model) / "assets" / "model_card.json").read_text())

@@ -144,7 +144,7 @@ def export_run(run_dir, base_dir, model_name: str, *, readout: str | None = None
             a bad model name. DatasetUnavailableError: the evaluation data cannot be loaded.
     """
     from mixem_tf import checkpoints
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
     from mixem_tf.runs import load_evaluation, load_metrics, load_readout, load_run, load_run_config
 
     from export.module import ClusteringModule

@@ -20,7 +20,7 @@ import numpy as np
 
 from mixem_tf import checkpoints
 from mixem_tf.cluster import CENTROID_CLUSTERINGS
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 
 __all__ = ["CONFIG_FILE", "Readout", "load_evaluation", "load_readout", "load_run",
            "load_run_config", "parse_readout", "readout_key"]

@@ -33,7 +33,7 @@ from mixem_tf.callbacks import (EpochCheckpoint, EpochTimeEstimate, HistoryCSV, 
 from mixem_tf.cluster import readout_table
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.methods import build_method, method_class
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config, readout_key
 from mixem_tf.report import format_table
 from mixem_tf.versions import library_versions

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory):
     """A MIX'EM run on digits (1 epoch): config.json, checkpoint, metrics.json, readout.npz."""
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
     from mixem_tf.training import train_run
 
     out = tmp_path_factory.mktemp("export_run") / "run"

@@ -149,7 +149,7 @@ def test_cdec_from_a_simclr_run_learns_digits_beyond_pixel_kmeans(tmp_path):
     from mixem_tf import cluster
     from mixem_tf.data import load_dataset
     from mixem_tf.metrics import cluster_accuracy
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
     from mixem_tf.training import train_run
 
     digits = load_dataset("digits")

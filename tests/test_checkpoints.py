@@ -174,7 +174,7 @@ def test_resuming_past_a_corrupt_checkpoint_ends_as_a_clean_run(tmp_path):
     # must end with exactly the weights of the original's epoch 2.
     import shutil
 
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
     from mixem_tf.training import train_run
 
     config = TrainConfig(dataset="digits", method="simclr", epochs=2, batch_size=256,

@@ -342,7 +342,7 @@ import keras
 from keras import ops
 
 from mixem_tf.methods import METHODS, SimCLR
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 from mixem_tf.training import train_run
 
 

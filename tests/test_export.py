@@ -240,7 +240,7 @@ def test_cli_refuses_bad_runs_and_gates_and_writes_nothing(digits_run, tmp_path,
 
 JAX_SCRIPT = """
 import sys, numpy as np
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 from mixem_tf.training import train_run
 from mixem_tf.runs import load_run, load_evaluation
 out = sys.argv[1]

@@ -11,7 +11,7 @@ from mixem_tf.cli import run
 
 def _one_epoch_run(tmp_path_factory, method, **options):
     """A 1-epoch run of `method` on digits with a small ConvNet."""
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
     from mixem_tf.training import train_run
 
     out = tmp_path_factory.mktemp(method) / "run"

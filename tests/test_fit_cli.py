@@ -53,7 +53,7 @@ def _one_line_error(code, err, reason):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A finished 1-epoch SimCLR run on digits, copied by the tests that need one."""
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
     from mixem_tf.training import train_run
 
     out = tmp_path_factory.mktemp("fit_cli") / "run"
@@ -123,7 +123,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
 
     from mixem_tf.callbacks import NonFiniteLossError
     from mixem_tf.methods import SimCLR
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
     from mixem_tf.training import train_run
 
     healthy = SimCLR.loss_terms

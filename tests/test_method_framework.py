@@ -11,7 +11,7 @@ import pytest
 from keras import ops
 
 from mixem_tf.methods import METHODS, SimCLR, build_method, method_class, register_method
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 
 pytestmark = pytest.mark.core
 

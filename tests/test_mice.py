@@ -12,7 +12,7 @@ from keras import ops
 
 from mixem_tf.methods import MiCE, build_method
 from mixem_tf.methods.mice import negative_elbo, simplex_prototypes
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 from mixem_tf.schedules import WarmupThenStep
 
 B, K, D, NU = 4, 3, 4, 10
@@ -321,7 +321,7 @@ _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 import numpy as np
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 strategy = tf.distribute.MirroredStrategy()
 assert strategy.num_replicas_in_sync == 2
 """

@@ -196,7 +196,7 @@ def test_readout_table_has_every_mixem_readout_and_one_default():
 # -- learning ------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_mixem_on_digits_uses_its_components_and_beats_pixel_kmeans(tmp_path):
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
     from mixem_tf.training import train_run
     from mixem_tf.data import load_dataset
 
@@ -219,7 +219,7 @@ def test_mixem_on_digits_uses_its_components_and_beats_pixel_kmeans(tmp_path):
 
 def test_start_epochs_switch_a_term_on_at_its_epoch(tmp_path):
     # The switch reads the model's `epoch` variable inside the compiled step (both backends).
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
     from mixem_tf.training import train_run
 
     config = TrainConfig(dataset="digits", epochs=3, batch_size=256, readout_settings="sklearn",
@@ -246,7 +246,7 @@ def test_start_epochs_must_be_known_terms_and_non_negative():
 
 def test_small_recipes_weaken_pull_push_and_the_user_has_the_last_word():
     from mixem_tf.methods.mixem import TERM_WEIGHTS
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
 
     def weights(**settings):
         return TrainConfig.from_dict(settings).resolved().options["term_weights"]

@@ -67,7 +67,7 @@ def test_bad_settings_are_rejected():
 
 def test_build_method_applies_the_configured_backbone_width():
     from mixem_tf.methods import build_method
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
 
     for width, features in ((None, 128), (8, 32)):
         config = TrainConfig(dataset="digits", method="simclr", backbone_width=width).resolved()

@@ -204,14 +204,14 @@ def test_init_from_needs_a_run_with_a_checkpoint(tmp_path):
     ({"options": [1]}, "options must be a JSON object"),
 ])
 def test_settings_of_the_wrong_type_are_named(settings, problem):
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
 
     with pytest.raises(ValueError, match=re.escape(problem)):
         TrainConfig.from_dict({"dataset": "digits", **settings}).resolved()
 
 
 def test_settings_of_the_right_type_pass():
-    from mixem_tf.recipes import TrainConfig
+    from mixem_tf.settings import TrainConfig
 
     config = TrainConfig(dataset="digits", lr=1, clusters=None).resolved()
     assert config.lr == 1 and config.image_size == 8  # an int lr is a number; recipe fills None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mixem_tf.methods import METHODS
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 from mixem_tf.tuning import objectives
 from mixem_tf.tuning.space import apply_values, load_space_file, search_space
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mixem_tf.cli import read_json_object, run
 from mixem_tf.methods import METHODS
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 
 FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the same name
     "dataset": (str, "stl10, cifar10, cifar100_20, mnist, fashion_mnist, digits or folder:PATH"),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 
-from mixem_tf.recipes import TrainConfig
+from mixem_tf.settings import TrainConfig
 
 __all__ = ["apply_values", "check_range", "load_space_file", "search_space"]
 

@@ -218,7 +218,7 @@ class Study:
         import keras_tuner as kt
 
         from mixem_tf.callbacks import NonFiniteLossError
-        from mixem_tf.recipes import TrainConfig
+        from mixem_tf.settings import TrainConfig
         from mixem_tf.training import train_run
 
         values = {k: v for k, v in trial.hyperparameters.values.items()
