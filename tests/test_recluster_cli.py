@@ -154,3 +154,19 @@ def test_a_reclustered_readout_exports_to_savedmodel_and_onnx_with_parity(
                                atol=1e-4)
     report = export_onnx(version, tmp_path / "k6.onnx", verbose=False)  # checks parity
     assert report["onnxruntime"]["embedding"] < 1e-4
+
+
+@pytest.mark.core
+def test_k_taken_from_sub_folders_is_said_with_how_to_choose_otherwise(capsys):
+    from mixem_tf.settings import TrainConfig
+    from mixem_tf.training import _number_of_clusters
+
+    data = type("Data", (), {"num_classes": 2, "class_names": ("2021", "2022"),
+                             "__len__": lambda self: 50})()
+    config = TrainConfig(dataset="folder:/photos")
+    assert _number_of_clusters(config, data, data, verbose=1) == 2
+    err = capsys.readouterr().err
+    assert "the 2 sub-folders of /photos (2021, 2022) are taken as classes: K = 2" in err
+    assert "--clusters auto" in err and "--folder-labels none" in err
+    _number_of_clusters(TrainConfig(dataset="folder:/photos", clusters=5), data, data, 1)
+    assert "K = 2" not in capsys.readouterr().err  # K is the user's; the scores still say
