@@ -45,6 +45,7 @@ log = logging.getLogger("serving")
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+))?"
                    r"(?:/labels/(?P<label>[^/:]+))?(?P<verb>/metadata|:predict)?$")
 _INT64_MAX = (1 << 63) - 1
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 # TF Serving's HTTP code for each gRPC status (http_server.cc, ToHTTPStatusCode).
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 400,
@@ -181,19 +182,29 @@ def _protocol(header_timeout: float):
     `header_timeout` seconds after it opened or after its last response (uvicorn's own
     keep-alive timer restarts on every byte, so a client trickling a header never meets it).
 
-    It also turns Nagle's algorithm off on each connection: uvicorn writes a response's
-    header and body in two sends, and with Nagle on the body waits for the client to ACK the
-    header, which a client delays by up to 40 ms (Linux) on a kept-alive connection. asyncio
-    sets TCP_NODELAY itself only on sockets made with proto IPPROTO_TCP, which
-    `socket.create_server`'s (proto 0) and so the accepted ones are not."""
+    It also keeps TCP's delayed ACK from stalling a kept-alive connection (~40 ms a request
+    on Linux), both ways: uvicorn writes a response's header and body in two sends, so Nagle's
+    algorithm is turned off (asyncio sets TCP_NODELAY itself only on sockets made with proto
+    IPPROTO_TCP, which `socket.create_server`'s, and so the accepted ones, are not); and a
+    client that sends a request's header and body in two sends (http.client does for bodies
+    over 2,920 bytes) with Nagle on holds the body until the header is ACKed, so each
+    received chunk is ACKed at once (TCP_QUICKACK, where the platform has it)."""
 
     class Protocol(H11Protocol):
         def connection_made(self, transport):
-            sock = transport.get_extra_info("socket")
-            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._tcp = transport.get_extra_info("socket")
+            if self._tcp is not None and self._tcp.family not in (socket.AF_INET,
+                                                                  socket.AF_INET6):
+                self._tcp = None
+            if self._tcp is not None:
+                self._tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             super().connection_made(transport)
             self._arm_header_deadline()
+
+        def data_received(self, data):
+            if self._tcp is not None and _QUICKACK is not None:
+                self._tcp.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            super().data_received(data)
 
         def on_response_complete(self):
             super().on_response_complete()

@@ -4,6 +4,7 @@ its own and the source file is named."""
 
 import base64
 import json
+import os
 import socket
 import time
 import urllib.error
@@ -255,6 +256,32 @@ def test_a_half_sent_body_times_out_with_504_and_a_trickled_header_is_closed(res
     assert exchange(port_of(url), b"GET /v1/models/mixem HTTP/1.1\r\nHo", wait=30) == b""
     assert TIMEOUT_MS / 1000 <= time.monotonic() - started < 20  # closed by the server
     assert call(f"{url}/mixem")[0] == 200
+
+
+def test_rest_connections_do_not_wait_for_delayed_acks(rest):
+    # With Nagle's algorithm on the server's side of a kept-alive connection, a response's
+    # body (uvicorn's second send) waits up to 40 ms for the client's delayed ACK of its header.
+    import http.client
+
+    psutil = pytest.importorskip("psutil")
+    url, _ = rest
+    port = port_of(url)
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for _ in range(2):  # the same connection, kept alive
+            client.request("GET", "/v1/models/mixem")
+            assert client.getresponse().read()
+        mine = client.sock.getsockname()[1]
+        server_side = [c.fd for c in psutil.Process().net_connections("tcp")
+                       if c.laddr.port == port and c.raddr and c.raddr.port == mine]
+        assert len(server_side) == 1
+        sock = socket.socket(fileno=os.dup(server_side[0]))
+        try:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            sock.close()
+    finally:
+        client.close()
 
 
 def test_shutdown_finishes_within_the_grace_whatever_connections_stay_open(tmp_path):
