@@ -10,8 +10,10 @@ Cases: one client at 1 and 8 images per request (in-process, gRPC with the stock
 connection); 8 clients at 1 image per request, with server batching off and on (two server
 processes, both with REST). Each round runs every case in turn, `--requests` timed requests
 split over its clients, after `--warmup` untimed ones per client. Latency is per request as
-the client sees it (request build to decoded response); "÷ in-process" is throughput over the
-in-process throughput of the same clients and batch. Any failed request fails the benchmark.
+the client sees it (request build to decoded response); "CPU ms/request" is the CPU time of
+the server process (of this process for in-process calls) over the timed requests; "÷
+in-process" is throughput over the in-process throughput of the same clients and batch. Any
+failed request fails the benchmark.
 
 `--model models/NAME/V` measures a real export; without it the model is synthetic but shaped
 like an export: the project's ConvNet backbone (`mixem_tf.backbones`, random weights) at
@@ -94,12 +96,15 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
 
 class Case:
     """One way of sending requests, timed over rounds: `call(client_index)` sends one request;
-    `clients` threads call it `per_round` times each per round."""
+    `clients` threads call it `per_round` times each per round. `process` (a psutil.Process)
+    is the one whose CPU time the requests cost: the server's, or this one for in-process
+    calls."""
 
-    def __init__(self, label: str, clients: int, call):
-        self.label, self.clients, self.call = label, clients, call
+    def __init__(self, label: str, clients: int, call, process):
+        self.label, self.clients, self.call, self.process = label, clients, call, process
         self.latencies: list[float] = []
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
         self.errors: list[str] = []
 
     def warm_up(self, calls: int) -> None:
@@ -128,12 +133,15 @@ class Case:
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(self.clients)]
         for thread in threads:
             thread.start()
+        cpu = self.process.cpu_times()
         barrier.wait()
         started = time.perf_counter()
         for thread in threads:
             thread.join()
         if timed:
             self.seconds += time.perf_counter() - started
+            now = self.process.cpu_times()
+            self.cpu_seconds += now.user + now.system - cpu.user - cpu.system
             self.latencies.extend(latencies)
 
     def result(self) -> dict:
@@ -141,7 +149,8 @@ class Case:
         return {"requests": len(self.latencies), "errors": len(self.errors),
                 "first_error": self.errors[:1], "seconds": self.seconds,
                 "requests_per_s": len(self.latencies) / self.seconds, "p50_ms": p50,
-                "p99_ms": p99}
+                "p99_ms": p99, "cpu_ms_per_request": 1e3 * self.cpu_seconds
+                / len(self.latencies)}
 
 
 class ServerProcess:
@@ -245,26 +254,32 @@ def build_cases(path: Path, plain: ServerProcess, batching: ServerProcess,
                 image_size: int) -> list[tuple[str, int, Case]]:
     """(group, images per request, case): one client at 1 and 8 images per request over each
     path; 8 clients at 1 image, with server batching off and on."""
+    import psutil
     import tensorflow as tf
 
     function = tf.saved_model.load(str(path)).signatures["serving_default"]
+    here, served, batched = (psutil.Process(), psutil.Process(plain.process.pid),
+                             psutil.Process(batching.process.pid))
     rng = np.random.default_rng(0)
     cases = []
     for size in (1, 8):
         batch = rng.integers(0, 256, (size, image_size, image_size, 1), dtype=np.uint8)
-        cases += [("1 client", size, Case("in-process", 1, in_process_caller(function, batch))),
-                  ("1 client", size, Case("gRPC", 1, grpc_caller(plain.port, 1, batch))),
-                  ("1 client", size, Case("REST", 1, rest_caller(plain.rest_port, 1, batch)))]
+        cases += [
+            ("1 client", size, Case("in-process", 1, in_process_caller(function, batch), here)),
+            ("1 client", size, Case("gRPC", 1, grpc_caller(plain.port, 1, batch), served)),
+            ("1 client", size, Case("REST", 1, rest_caller(plain.rest_port, 1, batch), served)),
+        ]
     batch = rng.integers(0, 256, (1, image_size, image_size, 1), dtype=np.uint8)
     clients = 8
     cases += [
-        ("8 clients", 1, Case("in-process", clients, in_process_caller(function, batch))),
-        ("8 clients", 1, Case("gRPC", clients, grpc_caller(plain.port, clients, batch))),
+        ("8 clients", 1, Case("in-process", clients, in_process_caller(function, batch), here)),
+        ("8 clients", 1, Case("gRPC", clients, grpc_caller(plain.port, clients, batch), served)),
         ("8 clients", 1, Case("gRPC, batching", clients,
-                              grpc_caller(batching.port, clients, batch))),
-        ("8 clients", 1, Case("REST", clients, rest_caller(plain.rest_port, clients, batch))),
+                              grpc_caller(batching.port, clients, batch), batched)),
+        ("8 clients", 1, Case("REST", clients, rest_caller(plain.rest_port, clients, batch),
+                              served)),
         ("8 clients", 1, Case("REST, batching", clients,
-                              rest_caller(batching.rest_port, clients, batch))),
+                              rest_caller(batching.rest_port, clients, batch), batched)),
     ]
     return cases
 
@@ -324,13 +339,14 @@ def main(argv=None) -> int:
           f"{load_before[2]:.1f}, after {load_after[0]:.1f} {load_after[1]:.1f} "
           f"{load_after[2]:.1f}")
     print("| clients | images/request | path | req/s | images/s | p50 ms | p99 ms | "
-          "÷ in-process |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+          "CPU ms/request | ÷ in-process |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print(f"| {row['clients']} | {row['images_per_request']} | {row['path']} | "
               f"{row['requests_per_s']:.0f} | "
               f"{row['requests_per_s'] * row['images_per_request']:.0f} | "
-              f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['vs_in_process']:.2f} |")
+              f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+              f"{row['cpu_ms_per_request']:.1f} | {row['vs_in_process']:.2f} |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"rounds": args.rounds, "requests":

@@ -7,15 +7,16 @@ of the gRPC server's process, over the same servicers and checks (serving/rest_j
 
 uvicorn (with h11) parses HTTP: a malformed request line, header or Content-Length is a 400
 before the app sees it. The app refuses a body over ``--max_request_bytes`` from its
-Content-Length, before reading it (a body without one is counted while it arrives), refuses one of more than
-``--rest_api_max_json_values`` JSON values before parsing it, and gives
-each request ``--rest_api_timeout_in_ms`` to arrive and be answered (then 504, TF Serving's
-code for DEADLINE_EXCEEDED); a connection that has not sent a whole request header within
-that time is closed. JSON is parsed, and the model run, in one worker thread per request, so
-a large request never stalls the others (or the gRPC front). Errors come back as ``{"error": message}`` with
-TF Serving's HTTP code for the gRPC status (http_server.cc: 400, 404, 429, 501, 500, ...).
-Shutdown closes idle connections at once and waits at most the grace period for the rest;
-what is still running then is answered 503 (UNAVAILABLE) and its connection closed.
+Content-Length, before reading it (a body without one is counted while it arrives), refuses
+one of more than ``--rest_api_max_json_values`` JSON values before parsing it, and gives each
+request ``--rest_api_timeout_in_ms`` to arrive and be answered (then 504, TF Serving's code
+for DEADLINE_EXCEEDED); a connection that has not sent a whole request header within that
+time is closed. JSON is parsed, and the model run, in one worker thread per request, so a
+large request never stalls the others (or the gRPC front). Errors come back as
+``{"error": message}`` with TF Serving's HTTP code for the gRPC status (http_server.cc: 400,
+404, 429, 501, 500, ...), the message clipped (serving/errors.py); a refused body is freed
+at once. Shutdown closes idle connections at once and waits at most the grace period for the
+rest; what is still running then is answered 503 (UNAVAILABLE) and its connection closed.
 """
 
 from __future__ import annotations

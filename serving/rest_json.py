@@ -142,8 +142,6 @@ def _signature_name(body: dict) -> str:
 
 
 def predict_json(servicers: Servicers, name: str, version: int | None, label, body) -> dict:
-    import tensorflow as tf
-
     if not isinstance(body, dict):
         raise _invalid("the request body must be a JSON object")
     spec = predict_pb2.PredictRequest().model_spec
@@ -159,8 +157,7 @@ def predict_json(servicers: Servicers, name: str, version: int | None, label, bo
                            f"def")
         signature_def = loaded.signature_defs[signature]
     request, rows = predict_request(name, version, signature, body, signature_def)
-    response = servicers.predict(request)
-    outputs = {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
+    _, outputs = servicers.predict_arrays(request)
     if not rows:
         if len(outputs) == 1:
             return {"outputs": to_json(next(iter(outputs.values())))}

@@ -207,6 +207,17 @@ class Servicers:
     def predict(self, request):
         import tensorflow as tf
 
+        response, outputs = self.predict_arrays(request)
+        for key, value in outputs.items():
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+        return response
+
+    def predict_arrays(self, request) -> tuple:
+        """Checks and runs a PredictRequest; returns (a PredictResponse holding only its
+        model_spec, {output name: numpy array} as the output_filter asks). REST answers
+        from the arrays, without a round trip through TensorProtos."""
+        import tensorflow as tf
+
         signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
         with self.version_of(request.model_spec) as loaded:
             if signature not in loaded.signature_defs:  # predict_util.cc: FAILED_PRECONDITION
@@ -232,9 +243,7 @@ class Servicers:
             response.model_spec.name = loaded.name
             response.model_spec.version.value = loaded.version
             response.model_spec.signature_name = signature
-        for key in request.output_filter or outputs:
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
-        return response
+        return response, {key: outputs[key] for key in request.output_filter or outputs}
 
     # -- GetModelMetadata -------------------------------------------------------------------
     def metadata(self, request):
