@@ -1,17 +1,24 @@
-"""Load test of serving/: 8 concurrent gRPC clients against `python -m serving.server` on
-127.0.0.1, next to the same SavedModel called in-process by 8 threads, so the server's overhead
-is a ratio.
+"""Serving overhead, side by side: the same SavedModel called in-process, over gRPC and over
+REST (`python -m serving.server` on 127.0.0.1), interleaved in rounds so the load of a shared
+machine hits every path alike.
 
-    python -m bench.serving_load --requests 400 --json bench/results/serving_load.json
+    python -m bench.serving_load --rounds 5 --requests 80 --json bench/results/serving_load.json
+    python -m bench.serving_load --model models/mixem/1 --image-size 8     # a real export
 
-`--model models/NAME/V` load-tests a real export; without it the model is synthetic but
-shaped like an export: the project's ConvNet backbone
-(`mixem_tf.backbones`, random weights) at 28×28×1, K = 10 fixed centroids, the export contract's
-`serving_default` signature (uint8 [N, H, W, C] → cluster, probabilities, distances,
-embedding). Cases: requests of 1 image (server batching off and on) and of 32 images. Each
-case sends `--requests` requests in total, split over `--clients` threads, each with its own
-channel; the first `--warmup` requests per client are not timed. Any failed request fails the
-benchmark. Latency is per request as the client sees it (request build to decoded response).
+Cases: one client at 1 and 8 images per request (in-process, gRPC with the stock
+`PredictionServiceStub`, REST :predict in the row format on a kept-alive `http.client`
+connection); 8 clients at 1 image per request, with server batching off and on (two server
+processes, both with REST). Each round runs every case in turn, `--requests` timed requests
+split over its clients, after `--warmup` untimed ones per client. Latency is per request as
+the client sees it (request build to decoded response); "CPU ms/request" is the CPU time of
+the server process (of this process for in-process calls) over the timed requests; "÷
+in-process" is throughput over the in-process throughput of the same clients and batch. Any
+failed request fails the benchmark.
+
+`--model models/NAME/V` measures a real export; without it the model is synthetic but shaped
+like an export: the project's ConvNet backbone (`mixem_tf.backbones`, random weights) at
+`--image-size`, K = 10 fixed centroids, the export contract's signatures (uint8
+[N, H, W, C] → cluster, probabilities, distances, embedding).
 """
 
 from __future__ import annotations
@@ -87,44 +94,63 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
 
-def drive(clients: int, requests: int, warmup: int, call) -> dict:
-    """Runs `call(client_index)` `requests` times over `clients` threads; times each call."""
-    per_client = requests // clients
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(clients + 1)
+class Case:
+    """One way of sending requests, timed over rounds: `call(client_index)` sends one request;
+    `clients` threads call it `per_round` times each per round. `process` (a psutil.Process)
+    is the one whose CPU time the requests cost: the server's, or this one for in-process
+    calls."""
 
-    def worker(index: int) -> None:
-        mine = []
-        try:
-            for _ in range(warmup):
-                call(index)
-        except Exception as error:
-            errors.append(repr(error))
+    def __init__(self, label: str, clients: int, call, process):
+        self.label, self.clients, self.call, self.process = label, clients, call, process
+        self.latencies: list[float] = []
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0
+        self.errors: list[str] = []
+
+    def warm_up(self, calls: int) -> None:
+        self.run(calls, timed=False)
+
+    def run(self, per_client: int, timed: bool = True) -> None:
+        """`per_client` calls on each of `clients` threads at once; adds their latencies and
+        the wall time of the round."""
+        latencies: list[float] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(self.clients + 1)
+
+        def worker(index: int) -> None:
+            mine = []
+            barrier.wait()
+            for _ in range(per_client):
+                started = time.perf_counter()
+                try:
+                    self.call(index)
+                except Exception as error:
+                    self.errors.append(repr(error))
+                mine.append(time.perf_counter() - started)
+            with lock:
+                latencies.extend(mine)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(self.clients)]
+        for thread in threads:
+            thread.start()
+        cpu = self.process.cpu_times()
         barrier.wait()
-        for _ in range(per_client):
-            started = time.perf_counter()
-            try:
-                call(index)
-            except Exception as error:
-                errors.append(repr(error))
-            mine.append(time.perf_counter() - started)
-        with lock:
-            latencies.extend(mine)
+        started = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        if timed:
+            self.seconds += time.perf_counter() - started
+            now = self.process.cpu_times()
+            self.cpu_seconds += now.user + now.system - cpu.user - cpu.system
+            self.latencies.extend(latencies)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
-    p50, p99 = percentiles(latencies)
-    return {"requests": len(latencies), "errors": len(errors), "first_error": errors[:1],
-            "seconds": seconds, "requests_per_s": len(latencies) / seconds, "p50_ms": p50,
-            "p99_ms": p99}
+    def result(self) -> dict:
+        p50, p99 = percentiles(self.latencies)
+        return {"requests": len(self.latencies), "errors": len(self.errors),
+                "first_error": self.errors[:1], "seconds": self.seconds,
+                "requests_per_s": len(self.latencies) / self.seconds, "p50_ms": p50,
+                "p99_ms": p99, "cpu_ms_per_request": 1e3 * self.cpu_seconds
+                / len(self.latencies)}
 
 
 class ServerProcess:
@@ -162,6 +188,7 @@ class ServerProcess:
 
 
 def grpc_caller(port: int, clients: int, batch: np.ndarray):
+    """Predict over gRPC, one channel per client (the stock stub)."""
     import grpc
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -179,10 +206,39 @@ def grpc_caller(port: int, clients: int, batch: np.ndarray):
     return call
 
 
-def in_process_caller(path: Path, batch: np.ndarray):
-    import tensorflow as tf
+def rest_caller(port: int, clients: int, batch: np.ndarray):
+    """:predict in TF Serving's row format over REST, one kept-alive connection per client
+    (http.client with its defaults, as HTTP client libraries reuse a connection; like them, it
+    reconnects once when the server has closed an idle one)."""
+    import http.client
 
-    function = tf.saved_model.load(str(path)).signatures["serving_default"]
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                   for _ in range(clients)]
+
+    def send(connection, body: str):
+        connection.request("POST", "/v1/models/mixem:predict", body,
+                           {"Content-Type": "application/json"})
+        return connection.getresponse()
+
+    def call(index: int) -> None:
+        body = json.dumps({"instances": batch.tolist()})
+        connection = connections[index]
+        try:
+            reply = send(connection, body)
+        except (ConnectionError, http.client.RemoteDisconnected):  # closed while idle
+            connection.close()
+            reply = send(connection, body)
+        data = reply.read()
+        if reply.status != 200:
+            raise RuntimeError(f"HTTP {reply.status}: {data[:200]!r}")
+        assert len(json.loads(data)["predictions"]) == len(batch)
+
+    return call
+
+
+def in_process_caller(function, batch: np.ndarray):
+    """The SavedModel's signature called in this process (`function`: a loaded signature)."""
+    import tensorflow as tf
 
     def call(index: int) -> None:
         outputs = function(images=tf.constant(batch))
@@ -191,63 +247,112 @@ def in_process_caller(path: Path, batch: np.ndarray):
     return call
 
 
+BATCHING = ["--enable_batching", "--max_batch_size=32", "--batch_timeout_micros=2000"]
+
+
+def build_cases(path: Path, plain: ServerProcess, batching: ServerProcess,
+                image_size: int) -> list[tuple[str, int, Case]]:
+    """(group, images per request, case): one client at 1 and 8 images per request over each
+    path; 8 clients at 1 image, with server batching off and on."""
+    import psutil
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(path)).signatures["serving_default"]
+    here, served, batched = (psutil.Process(), psutil.Process(plain.process.pid),
+                             psutil.Process(batching.process.pid))
+    rng = np.random.default_rng(0)
+    cases = []
+    for size in (1, 8):
+        batch = rng.integers(0, 256, (size, image_size, image_size, 1), dtype=np.uint8)
+        cases += [
+            ("1 client", size, Case("in-process", 1, in_process_caller(function, batch), here)),
+            ("1 client", size, Case("gRPC", 1, grpc_caller(plain.port, 1, batch), served)),
+            ("1 client", size, Case("REST", 1, rest_caller(plain.rest_port, 1, batch), served)),
+        ]
+    batch = rng.integers(0, 256, (1, image_size, image_size, 1), dtype=np.uint8)
+    clients = 8
+    cases += [
+        ("8 clients", 1, Case("in-process", clients, in_process_caller(function, batch), here)),
+        ("8 clients", 1, Case("gRPC", clients, grpc_caller(plain.port, clients, batch), served)),
+        ("8 clients", 1, Case("gRPC, batching", clients,
+                              grpc_caller(batching.port, clients, batch), batched)),
+        ("8 clients", 1, Case("REST", clients, rest_caller(plain.rest_port, clients, batch),
+                              served)),
+        ("8 clients", 1, Case("REST, batching", clients,
+                              rest_caller(batching.rest_port, clients, batch), batched)),
+    ]
+    return cases
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=400, help="timed requests per case")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=3, help="untimed requests per client")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds; each runs every case once, in turn")
+    parser.add_argument("--requests", type=int, default=80,
+                        help="timed requests per case per round (split over its clients)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed requests per client")
     parser.add_argument("--model", type=Path, default=None,
                         help="an exported version folder (models/NAME/V) instead of the "
                              "synthetic model")
+    parser.add_argument("--image-size", type=int, default=28,
+                        help="height and width of the images sent (uint8, 1 channel)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if args.model is not None and not (args.model / "saved_model.pb").is_file():
         parser.error(f"--model {args.model} holds no saved_model.pb")
 
-    cases = [("1", 1, []), ("1, server batching (max 32, 2 ms)", 1,
-                            ["--enable_batching", "--max_batch_size=32",
-                             "--batch_timeout_micros=2000"]), ("32", 32, [])]
-    rows = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "mixem"
         if args.model is None:
-            path = write_synthetic_export(base)
+            path = write_synthetic_export(base, size=args.image_size)
         else:
             path = Path(shutil.copytree(args.model, base / "1"))
-        rng = np.random.default_rng(0)
-        for label, size, flags in cases:
-            batch = rng.integers(0, 256, (size, 28, 28, 1), dtype=np.uint8)
-            local = drive(args.clients, args.requests, args.warmup, in_process_caller(path, batch))
-            server = ServerProcess(base, flags)
-            try:
-                remote = drive(args.clients, args.requests, args.warmup,
-                               grpc_caller(server.port, args.clients, batch))
-            finally:
-                exit_code = server.stop()
-            if remote["errors"] or local["errors"] or exit_code != 0:
-                raise SystemExit(f"case {label}: {remote['errors']} server errors "
-                                 f"{remote['first_error']}, {local['errors']} in-process errors, "
-                                 f"server exit {exit_code}")
-            rows.append({"images_per_request": label, "server": remote, "in_process": local,
-                         "throughput_ratio": local["requests_per_s"] / remote["requests_per_s"]})
+        servers = [ServerProcess(base, ["--rest_api_port=0"]),
+                   ServerProcess(base, ["--rest_api_port=0", *BATCHING])]
+        try:
+            cases = build_cases(path, *servers, image_size=args.image_size)
+            for _, _, case in cases:
+                case.warm_up(args.warmup)
+            for round_index in range(args.rounds):  # interleaved: load hits every case alike
+                for _, _, case in cases:
+                    case.run(max(args.requests // case.clients, 1))
+                print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
+        finally:
+            exit_codes = [server.stop() for server in servers]
+    failed = [(case.label, case.errors[:1]) for _, _, case in cases if case.errors]
+    if failed or any(exit_codes):
+        raise SystemExit(f"failed requests {failed}, server exits {exit_codes}")
 
-    print(f"{args.clients} clients, {args.requests} requests per case, load average "
-          f"{os.getloadavg()[0]:.1f}")
-    print("| images/request | server req/s | images/s | p50 ms | p99 ms | in-process req/s | "
-          "p50 ms | p99 ms | in-process ÷ server |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    rows = []
+    for group, size, case in cases:
+        reference = next(c for g, s, c in cases if (g, s) == (group, size)
+                         and c.label == "in-process").result()
+        result = case.result()
+        rows.append({"clients": group, "images_per_request": size, "path": case.label,
+                     **result, "vs_in_process": result["requests_per_s"]
+                     / reference["requests_per_s"]})
+    load_after = os.getloadavg()
+    print(f"{args.rounds} rounds x {args.requests} requests per case, interleaved; load "
+          f"average (1, 5, 15 min) before {load_before[0]:.1f} {load_before[1]:.1f} "
+          f"{load_before[2]:.1f}, after {load_after[0]:.1f} {load_after[1]:.1f} "
+          f"{load_after[2]:.1f}")
+    print("| clients | images/request | path | req/s | images/s | p50 ms | p99 ms | "
+          "CPU ms/request | ÷ in-process |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
-        s, p = row["server"], row["in_process"]
-        size = 32 if row["images_per_request"] == "32" else 1
-        print(f"| {row['images_per_request']} | {s['requests_per_s']:.0f} | "
-              f"{s['requests_per_s'] * size:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
-              f"{p['requests_per_s']:.0f} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | "
-              f"{row['throughput_ratio']:.2f} |")
+        print(f"| {row['clients']} | {row['images_per_request']} | {row['path']} | "
+              f"{row['requests_per_s']:.0f} | "
+              f"{row['requests_per_s'] * row['images_per_request']:.0f} | "
+              f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+              f"{row['cpu_ms_per_request']:.1f} | {row['vs_in_process']:.2f} |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"clients": args.clients, "requests":
-                                               args.requests, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"rounds": args.rounds, "requests":
+                                               args.requests, "load_before": load_before,
+                                               "load_after": load_after, "rows": rows},
+                                              indent=2))
     return 0
 
 

@@ -7,15 +7,16 @@ of the gRPC server's process, over the same servicers and checks (serving/rest_j
 
 uvicorn (with h11) parses HTTP: a malformed request line, header or Content-Length is a 400
 before the app sees it. The app refuses a body over ``--max_request_bytes`` from its
-Content-Length, before reading it (a body without one is counted while it arrives), refuses one of more than
-``--rest_api_max_json_values`` JSON values before parsing it, and gives
-each request ``--rest_api_timeout_in_ms`` to arrive and be answered (then 504, TF Serving's
-code for DEADLINE_EXCEEDED); a connection that has not sent a whole request header within
-that time is closed. JSON is parsed, and the model run, in worker threads, so a large request
-never stalls the others (or the gRPC front). Errors come back as ``{"error": message}`` with
-TF Serving's HTTP code for the gRPC status (http_server.cc: 400, 404, 429, 501, 500, ...).
-Shutdown closes idle connections at once and waits at most the grace period for the rest;
-what is still running then is answered 503 (UNAVAILABLE) and its connection closed.
+Content-Length, before reading it (a body without one is counted while it arrives), refuses
+one of more than ``--rest_api_max_json_values`` JSON values before parsing it, and gives each
+request ``--rest_api_timeout_in_ms`` to arrive and be answered (then 504, TF Serving's code
+for DEADLINE_EXCEEDED); a connection that has not sent a whole request header within that
+time is closed. JSON is parsed, and the model run, in one worker thread per request, so a
+large request never stalls the others (or the gRPC front). Errors come back as
+``{"error": message}`` with TF Serving's HTTP code for the gRPC status (http_server.cc: 400,
+404, 429, 501, 500, ...), the message clipped (serving/errors.py); a refused body is freed
+at once. Shutdown closes idle connections at once and waits at most the grace period for the
+rest; what is still running then is answered 503 (UNAVAILABLE) and its connection closed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import json
 import logging
 import re
+import socket
 import threading
 
 import anyio
@@ -35,14 +37,16 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from serving.errors import ServingError
+from serving.errors import MAX_MESSAGE_CHARS, ServingError, clip
 from serving.rest_json import metadata_json, predict_json, status_json
-from serving.service import Servicers
+from serving.service import Servicers, forget_request, internal_message
 
 log = logging.getLogger("serving")
 
-_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
+_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+))?"
                    r"(?:/labels/(?P<label>[^/:]+))?(?P<verb>/metadata|:predict)?$")
+_INT64_MAX = (1 << 63) - 1
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 # TF Serving's HTTP code for each gRPC status (http_server.cc, ToHTTPStatusCode).
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 400,
@@ -59,7 +63,20 @@ _CLOSING = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDE
 
 def _error(code: grpc.StatusCode, message: str) -> JSONResponse:
     headers = {"Connection": "close"} if code in _CLOSING else None
-    return JSONResponse({"error": message}, HTTP_STATUS.get(code, 500), headers=headers)
+    return JSONResponse({"error": clip(message, MAX_MESSAGE_CHARS)}, HTTP_STATUS.get(code, 500),
+                        headers=headers)
+
+
+def _version(text: str | None) -> int | None:
+    """The path's version as an int64, or INVALID_ARGUMENT with TF Serving's message
+    (http_rest_api_util.cc, ParseModelInfo)."""
+    if text is None:
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 19 or int(digits) > _INT64_MAX:  # a long one is never parsed whole
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"Failed to convert version: {clip(text)} to numeric.")
+    return int(digits)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -109,6 +126,11 @@ def _parse_json(raw: bytes):
                            f"JSON Parse error: {error}") from None
 
 
+def _predict(where: tuple, raw: bytes) -> dict:
+    """Parses a :predict body and answers it, in one worker thread."""
+    return predict_json(*where, _parse_json(raw))
+
+
 def build_app(servicers: Servicers, max_body_bytes: int, max_json_values: int,
               timeout_seconds: float) -> Starlette:
     """The ASGI app answering TF Serving's REST paths for `servicers`."""
@@ -123,13 +145,12 @@ def build_app(servicers: Servicers, max_body_bytes: int, max_json_values: int,
         if match is None or (method == "POST") != (verb == ":predict"):
             # http_rest_api_handler.cc, ProcessRequest
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"Malformed request: {method} {path}")
-        where = (servicers, match["name"], match["version"], match["label"])
+                               f"Malformed request: {clip(method)} {clip(path, 256)}")
+        where = (servicers, match["name"], _version(match["version"]), match["label"])
         if verb == ":predict":
             raw = await _read_body(request, max_body_bytes)
             _count_json_values(raw, max_json_values)
-            body = await in_thread(_parse_json, raw)
-            return await in_thread(predict_json, *where, body)
+            return await in_thread(_predict, where, raw)
         if verb == "/metadata":
             return await in_thread(metadata_json, *where)
         return await in_thread(status_json, *where)
@@ -139,6 +160,7 @@ def build_app(servicers: Servicers, max_body_bytes: int, max_json_values: int,
             with anyio.fail_after(timeout_seconds):
                 return JSONResponse(await answer(request))
         except ServingError as error:
+            forget_request(error)  # a refused body is freed now
             return _error(error.code, str(error))
         except TimeoutError:
             return _error(grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -149,8 +171,9 @@ def build_app(servicers: Servicers, max_body_bytes: int, max_json_values: int,
         except asyncio.CancelledError:  # uvicorn cancels what outlives the shutdown grace
             return _error(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         except Exception as error:  # the server keeps serving
-            log.exception("REST %s %s failed", request.method, request.url.path)
-            return _error(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+            log.exception("REST %s %s failed", request.method, clip(request.url.path, 256))
+            forget_request(error)
+            return _error(grpc.StatusCode.INTERNAL, internal_message(error))
 
     return Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
 
@@ -158,12 +181,31 @@ def build_app(servicers: Servicers, max_body_bytes: int, max_json_values: int,
 def _protocol(header_timeout: float):
     """uvicorn's h11 protocol, closing a connection whose request header is not complete
     `header_timeout` seconds after it opened or after its last response (uvicorn's own
-    keep-alive timer restarts on every byte, so a client trickling a header never meets it)."""
+    keep-alive timer restarts on every byte, so a client trickling a header never meets it).
+
+    It also keeps TCP's delayed ACK from stalling a kept-alive connection (~40 ms a request
+    on Linux), both ways: uvicorn writes a response's header and body in two sends, so Nagle's
+    algorithm is turned off (asyncio sets TCP_NODELAY itself only on sockets made with proto
+    IPPROTO_TCP, which `socket.create_server`'s, and so the accepted ones, are not); and a
+    client that sends a request's header and body in two sends (http.client does for bodies
+    over 2,920 bytes) with Nagle on holds the body until the header is ACKed, so each
+    received chunk is ACKed at once (TCP_QUICKACK, where the platform has it)."""
 
     class Protocol(H11Protocol):
         def connection_made(self, transport):
+            self._tcp = transport.get_extra_info("socket")
+            if self._tcp is not None and self._tcp.family not in (socket.AF_INET,
+                                                                  socket.AF_INET6):
+                self._tcp = None
+            if self._tcp is not None:
+                self._tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             super().connection_made(transport)
             self._arm_header_deadline()
+
+        def data_received(self, data):
+            if self._tcp is not None and _QUICKACK is not None:
+                self._tcp.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            super().data_received(data)
 
         def on_response_complete(self):
             super().on_response_complete()
@@ -185,8 +227,6 @@ class RestServer:
 
     def __init__(self, servicers: Servicers, host: str, port: int, max_body_bytes: int,
                  max_json_values: int, timeout_seconds: float):
-        import socket
-
         try:
             self._socket = socket.create_server((host, port), family=_family(host))
         except OSError as error:
@@ -213,6 +253,4 @@ class RestServer:
 
 
 def _family(host: str):
-    import socket
-
     return socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -24,8 +24,8 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
-from serving.errors import ServingError
-from serving.service import DEFAULT_SIGNATURE, Servicers
+from serving.errors import ServingError, clip
+from serving.service import DEFAULT_SIGNATURE, Servicers, check_input_names
 
 __all__ = ["from_json", "metadata_json", "predict_json", "status_json", "to_json"]
 
@@ -94,15 +94,16 @@ def to_json(array: np.ndarray):
     return array.tolist()
 
 
-def predict_request(name: str, version: str | None, body: dict, signature_def) -> tuple:
+def predict_request(name: str, version: int | None, signature: str, body: dict,
+                    signature_def) -> tuple:
     """A PredictRequest from a REST body; returns (request, row_format)."""
     import tensorflow as tf
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
     if version is not None:
-        request.model_spec.version.value = int(version)
-    request.model_spec.signature_name = body.get("signature_name", DEFAULT_SIGNATURE)
+        request.model_spec.version.value = version
+    request.model_spec.signature_name = signature
     expected = signature_def.inputs
     if ("instances" in body) == ("inputs" in body):
         raise _invalid('the body must have exactly one of "instances" or "inputs"')
@@ -125,16 +126,22 @@ def predict_request(name: str, version: str | None, body: dict, signature_def) -
             columns = {next(iter(expected)): inputs}
         else:
             raise _invalid(f'"inputs" must be an object with keys {sorted(expected)}')
+    check_input_names(signature_def, columns)
     for key, value in columns.items():
-        if key not in expected:
-            raise _invalid(f"unknown input {key!r}; the signature takes {sorted(expected)}")
         request.inputs[key].CopyFrom(tf.make_tensor_proto(from_json(value, expected[key].dtype)))
     return request, "instances" in body
 
 
-def predict_json(servicers: Servicers, name: str, version, label, body) -> dict:
-    import tensorflow as tf
+def _signature_name(body: dict) -> str:
+    """The body's "signature_name" (json_tensor.cc, FillSignature: it must be a string)."""
+    signature = body.get("signature_name", DEFAULT_SIGNATURE)
+    if not isinstance(signature, str):
+        raise _invalid(f"JSON Value: {clip(json.dumps(body), 256)} not formatted correctly. "
+                       f"'signature_name' key must be a string value.")
+    return signature
 
+
+def predict_json(servicers: Servicers, name: str, version: int | None, label, body) -> dict:
     if not isinstance(body, dict):
         raise _invalid("the request body must be a JSON object")
     spec = predict_pb2.PredictRequest().model_spec
@@ -142,15 +149,15 @@ def predict_json(servicers: Servicers, name: str, version, label, body) -> dict:
     if label:
         spec.version_label = label
     if version is not None:
-        spec.version.value = int(version)
-    signature = body.get("signature_name", DEFAULT_SIGNATURE)
+        spec.version.value = version
+    signature = _signature_name(body)
     with servicers.version_of(spec) as loaded:  # the signature's dtypes, or NOT_FOUND
         if signature not in loaded.signature_defs:  # http_rest_api_handler.cc, GetInfoMap
-            raise _invalid(f'Serving signature name: "{signature}" not found in signature def')
+            raise _invalid(f'Serving signature name: "{clip(signature)}" not found in signature '
+                           f"def")
         signature_def = loaded.signature_defs[signature]
-    request, rows = predict_request(name, version, body, signature_def)
-    response = servicers.predict(request)
-    outputs = {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
+    request, rows = predict_request(name, version, signature, body, signature_def)
+    _, outputs = servicers.predict_arrays(request)
     if not rows:
         if len(outputs) == 1:
             return {"outputs": to_json(next(iter(outputs.values())))}
@@ -169,7 +176,7 @@ def status_json(servicers: Servicers, name: str, version, label) -> dict:
     if label:
         request.model_spec.version_label = label
     if version is not None:
-        request.model_spec.version.value = int(version)
+        request.model_spec.version.value = version
     return json_format.MessageToDict(servicers.status(request), preserving_proto_field_name=True,
                                      always_print_fields_with_no_presence=True)
 
@@ -180,7 +187,7 @@ def metadata_json(servicers: Servicers, name: str, version, label) -> dict:
     if label:
         request.model_spec.version_label = label
     if version is not None:
-        request.model_spec.version.value = int(version)
+        request.model_spec.version.value = version
     response = servicers.metadata(request)
     signatures = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signatures)

@@ -7,11 +7,18 @@ input names, dtypes, shapes, output_filter (INVALID_ARGUMENT), rows, bytes and i
 (RESOURCE_EXHAUSTED); statuses and messages follow TF Serving's (the source file is named where
 a check is). A run-time ``tf.errors.InvalidArgumentError`` (e.g. corrupt image
 bytes) becomes INVALID_ARGUMENT, anything else INTERNAL; the server keeps serving either way.
+A request of 0 rows is answered with empty outputs shaped from the signature, without running
+the graph (TF Serving runs it, and gets empty outputs from a graph that handles an empty batch;
+one that does not would answer a graph-internal error). Messages quote request content
+clipped (serving/errors.py), and a refused request's frames are cleared at once, so its
+tensors are freed now and not when the garbage collector next runs.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import traceback
 from dataclasses import dataclass, field
 
 import grpc
@@ -24,7 +31,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.errors import ServingError
+from serving.errors import MAX_MESSAGE_CHARS, ServingError, clip, name_some
 from serving.limits import Limits, check_tensor
 from serving.models import ModelVersions, VersionNotFound
 
@@ -53,18 +60,34 @@ def _shape_text(shape_proto) -> str:
     return "[" + ", ".join("None" if d.size < 0 else str(d.size) for d in shape_proto.dim) + "]"
 
 
-def check_inputs(signature_name: str, signature_def, tensors, limits: Limits) -> dict:
+def check_input_names(signature_def, given) -> None:
+    """INVALID_ARGUMENT unless the input names `given` are the signature's, with TF Serving's
+    messages (predict_util.cc: VerifyRequestInputsSize, PreProcessPrediction), naming at most
+    a few of the names sent."""
+    expected = sorted(signature_def.inputs)
+    given = sorted(given)
+    if given == expected:
+        return
+    extra = [name for name in given if name not in signature_def.inputs]
+    if len(given) == len(expected):
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input tensor alias not found in signature: {clip(extra[0])}. "
+                           f"Inputs expected to be in the set {{{name_some(expected)}}}.")
+    missing = [name for name in expected if name not in given]
+    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"input size does not match signature: {len(given)}!={len(expected)} "
+                       f"len({{{name_some(given)}}}) != len({{{name_some(expected)}}}). "
+                       f"Sent extra: {{{name_some(extra)}}}. Missing but required: "
+                       f"{{{name_some(missing)}}}.")
+
+
+def check_inputs(signature_def, tensors, limits: Limits) -> dict:
     """Checks request tensors against the SignatureDef and `limits` from their headers alone,
     then (and only then) reads them; returns {name: numpy array}."""
     import tensorflow as tf
 
     expected = signature_def.inputs
-    given = set(tensors)
-    if given != set(expected):
-        missing, extra = sorted(set(expected) - given), sorted(given - set(expected))
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"signature {signature_name!r} takes inputs {sorted(expected)}; "
-                           f"missing {missing}, unexpected {extra}")
+    check_input_names(signature_def, tensors)
     for name, info in expected.items():
         tensor = tensors[name]
         if tensor.dtype != info.dtype:
@@ -78,7 +101,7 @@ def check_inputs(signature_name: str, signature_def, tensors, limits: Limits) ->
                 shape = _shape_text(info.tensor_shape)
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                    f"input {name!r} must have shape {shape} (rank {len(want)}), "
-                                   f"got {dims} (rank {len(dims)})")
+                                   f"got {clip(dims)} (rank {len(dims)})")
         check_tensor(name, tensor, limits)
     arrays = {}
     for name in expected:
@@ -97,20 +120,38 @@ def check_output_filter(output_filter, signature_def) -> None:
         if alias not in signature_def.outputs:
             names = ",".join(sorted(signature_def.outputs))
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"output tensor alias not found in signature: {alias} Outputs "
-                               f"expected to be in the set {{{names}}}.")
+                               f"output tensor alias not found in signature: {clip(alias)} "
+                               f"Outputs expected to be in the set {{{names}}}.")
         if alias in seen:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"duplicate output tensor alias: {alias}")
+                               f"duplicate output tensor alias: {clip(alias)}")
         seen.add(alias)
 
 
 def runtime_message(error) -> str:
-    """A TensorFlow run-time error's message without the graph-execution boilerplate."""
+    """A TensorFlow run-time error's message without the graph-execution boilerplate and the
+    graph node it happened in (``[[{{node ...}}]]``)."""
     noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
-    lines = [line.strip() for line in error.message.splitlines()]
+    lines = [_NODE.sub("", line).strip() for line in error.message.splitlines()]
     useful = [line for line in lines if line and not line.startswith(noise)]
     return " ".join(useful) or error.message
+
+
+_NODE = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\]")
+
+
+def empty_outputs(signature_def, names) -> dict:
+    """The outputs `names` of a 0-row request: arrays of 0 rows with the signature's dtypes and
+    the signature's other dimensions (a dimension the signature leaves open is 0)."""
+    import tensorflow as tf
+
+    outputs = {}
+    for name in names:
+        info = signature_def.outputs[name]
+        dims = [] if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim]
+        shape = [0] + [max(size, 0) for size in dims[1:]]
+        outputs[name] = np.zeros(shape, tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
+    return outputs
 
 
 def batch_rows(arrays: dict) -> int | None:
@@ -147,11 +188,11 @@ class Servicers:
         if model_spec.WhichOneof("version_choice") == "version_label":
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"Unrecognized servable version label: "
-                               f"{model_spec.version_label}")
+                               f"{clip(model_spec.version_label)}")
         if model_spec.name != self.models.name:
             raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"servable not found: model {model_spec.name!r} (this server "
-                               f"serves {self.models.name!r})")
+                               f"servable not found: model {clip(repr(model_spec.name))} (this "
+                               f"server serves {self.models.name!r})")
 
     def version_of(self, model_spec):
         """The held version for a ModelSpec (a context manager); NOT_FOUND if not served."""
@@ -166,19 +207,32 @@ class Servicers:
     def predict(self, request):
         import tensorflow as tf
 
+        response, outputs = self.predict_arrays(request)
+        for key, value in outputs.items():
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+        return response
+
+    def predict_arrays(self, request) -> tuple:
+        """Checks and runs a PredictRequest; returns (a PredictResponse holding only its
+        model_spec, {output name: numpy array} as the output_filter asks). REST answers
+        from the arrays, without a round trip through TensorProtos."""
+        import tensorflow as tf
+
         signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
         with self.version_of(request.model_spec) as loaded:
             if signature not in loaded.signature_defs:  # predict_util.cc: FAILED_PRECONDITION
                 raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                                   f'Serving signature key "{signature}" not found. Model '
+                                   f'Serving signature key "{clip(signature)}" not found. Model '
                                    f"{loaded.name!r} has {sorted(loaded.signature_defs)}")
             signature_def = loaded.signature_defs[signature]
             check_output_filter(request.output_filter, signature_def)
-            arrays = check_inputs(signature, signature_def, request.inputs,
-                                  self.options.limits)
+            arrays = check_inputs(signature_def, request.inputs, self.options.limits)
             rows = batch_rows(arrays)
             try:
-                if self.options.batcher is not None and rows and mergeable(signature_def):
+                if rows == 0:
+                    outputs = empty_outputs(signature_def, request.output_filter
+                                            or signature_def.outputs)
+                elif self.options.batcher is not None and rows and mergeable(signature_def):
                     outputs = self.options.batcher.submit(loaded, signature, arrays).result()
                 else:
                     outputs = loaded.run(signature, arrays)
@@ -189,9 +243,7 @@ class Servicers:
             response.model_spec.name = loaded.name
             response.model_spec.version.value = loaded.version
             response.model_spec.signature_name = signature
-        for key in request.output_filter or outputs:
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
-        return response
+        return response, {key: outputs[key] for key in request.output_filter or outputs}
 
     # -- GetModelMetadata -------------------------------------------------------------------
     def metadata(self, request):
@@ -203,8 +255,8 @@ class Servicers:
         unsupported = sorted(set(fields) - {"signature_def"})
         if unsupported:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"metadata_field {unsupported} not supported (supported: "
-                               f"'signature_def')")
+                               f"metadata_field {{{name_some(unsupported)}}} not supported "
+                               f"(supported: 'signature_def')")
         with self.version_of(request.model_spec) as loaded:
             signature_map = get_model_metadata_pb2.SignatureDefMap()
             for key, value in loaded.signature_defs.items():
@@ -224,7 +276,7 @@ class Servicers:
         spec = request.model_spec
         if spec.name != self.models.name:
             raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"Could not find any versions of model {spec.name}")
+                               f"Could not find any versions of model {clip(spec.name)}")
         statuses = self.models.statuses()
         if spec.HasField("version"):
             statuses = [(v, s) for v, s in statuses if v == spec.version.value]
@@ -242,6 +294,18 @@ class Servicers:
         return response
 
 
+def forget_request(error: BaseException) -> None:
+    """Clears the finished frames of `error`'s traceback, so the request they hold (a body, its
+    tensors: tens of MB) is freed now, not when the garbage collector breaks the cycle between
+    the exception and those frames."""
+    traceback.clear_frames(error.__traceback__)
+
+
+def internal_message(error: Exception) -> str:
+    """The message of an unexpected failure (INTERNAL), clipped."""
+    return clip(f"{type(error).__name__}: {error}", MAX_MESSAGE_CHARS)
+
+
 def _answer(method):
     """Wraps a handler: ServingError → its status, any other failure → INTERNAL."""
 
@@ -249,10 +313,13 @@ def _answer(method):
         try:
             return method(self.servicers, request)
         except ServingError as error:
-            context.abort(error.code, str(error))
+            forget_request(error)
+            code, message = error.code, str(error)
         except Exception as error:
             log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+            forget_request(error)
+            code, message = grpc.StatusCode.INTERNAL, internal_message(error)
+        context.abort(code, message)
 
     handler.__name__ = method.__name__
     return handler

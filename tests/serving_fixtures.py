@@ -3,7 +3,9 @@
 `serving_default` takes uint8 images [N, H, W, C] of any size, `serving_bytes` encoded
 JPEG/PNG strings [N]; both resize to `size`×`size` grey, embed with a fixed random linear map
 and return `cluster`, `probabilities`, `distances`, `embedding` for fixed random centroids.
-`seed` changes the weights, so two versions give different answers.
+`seed` changes the weights, so two versions give different answers. Images are resized one by
+one (`tf.map_fn`, as per-image preprocessing is often written), which fails on an empty batch
+with a graph-internal error, as many real graphs do.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ def build_module(seed: int = 0, size: int = 8, clusters: int = 3, dim: int = 4):
     centroids = tf.constant(rng.normal(size=(clusters, dim)).astype("float32"))
 
     def head(images):
-        grey = tf.reduce_mean(tf.cast(images, tf.float32), axis=-1, keepdims=True) / 255.0
-        pixels = tf.reshape(tf.image.resize(grey, (size, size)), (-1, size * size))
+        resized = tf.map_fn(lambda image: tf.image.resize(image, (size, size)),
+                            tf.cast(images, tf.float32))
+        grey = tf.reduce_mean(resized, axis=-1, keepdims=True) / 255.0
+        pixels = tf.reshape(grey, (-1, size * size))
         embedding = tf.matmul(pixels, weights)
         distances = tf.reduce_sum(tf.square(embedding[:, None, :] - centroids[None]), axis=-1)
         return {"cluster": tf.argmin(distances, axis=1, output_type=tf.int64),
@@ -32,7 +36,7 @@ def build_module(seed: int = 0, size: int = 8, clusters: int = 3, dim: int = 4):
                 "distances": distances, "embedding": embedding}
 
     def decode(data):
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = tf.io.decode_image(data, expand_animations=False)  # its own channels
         return tf.image.resize(image, (size, size))
 
     module = tf.Module()

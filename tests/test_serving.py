@@ -242,6 +242,75 @@ def test_error_messages_name_what_is_expected(served):
     assert "Graph execution error" not in details["corrupt bytes"]
 
 
+LONG = "x" * 100_000  # a name as long as a request may carry
+
+
+def _many_inputs(count=1000):
+    request = predict_request({"images": images(1)})
+    for index in range(count):
+        request.inputs[f"unexpected_{index:04d}"].CopyFrom(tf.make_tensor_proto(np.zeros(1)))
+    return request
+
+
+def _request_content_in_messages():
+    """case → (call name, status, a fragment of the message, request): messages that quote
+    what a request sent."""
+    x = images(1)
+    metadata = get_model_metadata_pb2.GetModelMetadataRequest(model_spec={"name": "mixem"})
+    metadata.metadata_field.extend(f"field_{i}" for i in range(1000))
+    return {
+        # predict_util.cc, VerifyRequestInputsSize
+        "1,000 unexpected inputs": ("Predict", CODE.INVALID_ARGUMENT,
+                                    "input size does not match signature: 1001!=1", _many_inputs()),
+        "a long input name": ("Predict", CODE.INVALID_ARGUMENT,
+                              "input tensor alias not found in signature: xxx",
+                              predict_request({LONG: x})),
+        "a long model name": ("Predict", CODE.NOT_FOUND, "servable not found",
+                              predict_request({"images": x}, model=LONG)),
+        "a long signature name": ("Predict", CODE.FAILED_PRECONDITION, "Serving signature key",
+                                  predict_request({"images": x}, signature=LONG)),
+        "a long version label": ("Predict", CODE.INVALID_ARGUMENT, "version label",
+                                 _spec(predict_request({"images": x}), version_label=LONG)),
+        "a long output alias": ("Predict", CODE.INVALID_ARGUMENT, "output tensor alias",
+                                predict_request({"images": x}, output_filter=[LONG])),
+        "1,000 metadata fields": ("GetModelMetadata", CODE.INVALID_ARGUMENT, "995 more",
+                                  metadata),
+        "a long model name's status": ("GetModelStatus", CODE.NOT_FOUND,
+                                       "Could not find any versions of model xxx",
+                                       get_model_status_pb2.GetModelStatusRequest(
+                                           model_spec={"name": LONG})),
+    }
+
+
+@pytest.mark.parametrize("case", list(_request_content_in_messages()))
+def test_messages_quoting_the_request_stay_short(served, case):
+    # Unbounded, such a message overflows gRPC's 16 KiB metadata limit: the client then gets
+    # RESOURCE_EXHAUSTED "received metadata size exceeds hard limit" instead of the answer.
+    from serving.errors import MAX_MESSAGE_CHARS
+
+    _, stubs, _ = served
+    method, code, fragment, request = _request_content_in_messages()[case]
+    stub = stubs.model if method == "GetModelStatus" else stubs.predict
+    with pytest.raises(grpc.RpcError) as caught:
+        getattr(stub, method)(request, timeout=30)
+    assert caught.value.code() == code, caught.value.details()
+    assert fragment in caught.value.details()
+    assert len(caught.value.details()) <= MAX_MESSAGE_CHARS
+    response = stubs.predict.Predict(predict_request({"images": images(1)}), timeout=30)
+    assert tf.make_ndarray(response.outputs["cluster"]).shape == (1,)
+
+
+def test_a_thousand_unexpected_inputs_are_named_a_few_and_counted(served):
+    _, stubs, _ = served
+    with pytest.raises(grpc.RpcError) as caught:
+        stubs.predict.Predict(_many_inputs(), timeout=30)
+    assert caught.value.details() == (
+        "input size does not match signature: 1001!=1 len({images,unexpected_0000,"
+        "unexpected_0001,unexpected_0002,unexpected_0003, ... 996 more}) != len({images}). "
+        "Sent extra: {unexpected_0000,unexpected_0001,unexpected_0002,unexpected_0003,"
+        "unexpected_0004, ... 995 more}. Missing but required: {}.")
+
+
 def test_bad_metadata_and_status_requests(served, caplog):
     _, stubs, _ = served
     request = get_model_metadata_pb2.GetModelMetadataRequest()
@@ -384,3 +453,41 @@ def test_a_real_export_is_served_with_the_models_own_results(exported_model, tmp
         response = stubs.predict.Predict(
             predict_request({"image_bytes": encoded}, signature="serving_bytes"), timeout=60)
         np.testing.assert_array_equal(outputs_of(response)["cluster"], want["cluster"][:4])
+
+
+def test_a_request_of_zero_rows_gets_empty_outputs_over_grpc_and_rest(tmp_path,
+                                                                        saved_versions):
+    # TF Serving runs the graph on 0 rows; this model's graph fails on an empty batch with a
+    # graph-internal error (serving_fixtures.py), so the server answers from the signature.
+    import json
+    import urllib.request
+
+    base = make_base(tmp_path, saved_versions)
+    with serving(base, "--file_system_poll_wait_seconds=0", "--rest_api_port=0",
+                 "--enable_batching") as (running, stubs):
+        info = stubs.predict.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec={"name": "mixem"}, metadata_field=["signature_def"]), timeout=30)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        info.metadata["signature_def"].Unpack(signatures)
+        outputs = signatures.signature_def["serving_default"].outputs
+        widths = {key: [d.size for d in value.tensor_shape.dim][1:]
+                  for key, value in outputs.items()}
+        empty = {"images": np.zeros((0, 8, 8, 1), np.uint8),
+                 "image_bytes": np.array([], dtype=object)}
+        for signature, name in (("", "images"), ("serving_bytes", "image_bytes")):
+            got = outputs_of(stubs.predict.Predict(
+                predict_request({name: empty[name]}, signature=signature), timeout=30))
+            assert {key: value.shape for key, value in got.items()} == {
+                key: (0, *width) for key, width in widths.items()}
+            assert got["cluster"].dtype == np.int64
+        got = outputs_of(stubs.predict.Predict(predict_request(
+            {"images": empty["images"]}, output_filter=["cluster"]), timeout=30))
+        assert list(got) == ["cluster"] and got["cluster"].shape == (0,)
+        url = f"http://127.0.0.1:{running.rest.port}/v1/models/mixem:predict"
+        body = json.dumps({"signature_name": "serving_bytes", "inputs": []}).encode()
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as reply:
+            assert reply.status == 200
+            assert json.load(reply) == {"outputs": {key: [] for key in widths}}
+        response = stubs.predict.Predict(predict_request({"images": images(2, 8, 8, 1)}),
+                                         timeout=30)
+        assert tf.make_ndarray(response.outputs["cluster"]).shape == (2,)

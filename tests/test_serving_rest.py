@@ -4,6 +4,7 @@ its own and the source file is named."""
 
 import base64
 import json
+import os
 import socket
 import time
 import urllib.error
@@ -145,6 +146,75 @@ def test_bad_requests_get_tf_servings_status_and_message(rest, url_tail, body, r
     assert call(f"{url}/mixem:predict", {"instances": images(1).tolist()})[0] == 200
 
 
+BEYOND_INT64 = "99999999999999999999"
+
+
+@pytest.mark.parametrize("tail", [":predict", "", "/metadata"])
+def test_a_version_beyond_int64_is_a_400_without_a_traceback(rest, caplog, tail):
+    url, _ = rest
+    caplog.set_level("DEBUG")
+    body = {"instances": images(1).tolist()} if tail == ":predict" else None
+    status, reply = call(f"{url}/mixem/versions/{BEYOND_INT64}{tail}", body)
+    # http_rest_api_util.cc, ParseModelInfo
+    assert (status, reply) == (400, {"error": f"Failed to convert version: {BEYOND_INT64} to "
+                                              f"numeric."})
+    assert call(f"{url}/mixem/versions/0001{tail}", body)[0] == 200  # leading zeros: version 1
+    assert "Traceback" not in caplog.text and not any(
+        record.levelname == "ERROR" for record in caplog.records)
+
+
+@pytest.mark.parametrize("url_tail, body, status, fragment", [
+    ("/mixem:predict", {"inputs": {f"unexpected_{i:04d}": [0] for i in range(1000)}}, 400,
+     "Sent extra: {unexpected_0000,"),
+    ("/mixem:predict", {"inputs": {"x" * 100_000: [[[[0]]]]}}, 400,
+     "input tensor alias not found in signature: xxx"),
+    ("/mixem:predict", {"signature_name": "x" * 100_000, "instances": [[[[0]]]]}, 400,
+     "Serving signature name"),
+    # json_tensor.cc, FillSignature
+    ("/mixem:predict", {"signature_name": list(range(30_000)), "instances": [[[[0]]]]}, 400,
+     "'signature_name' key must be a string value."),
+    ("/" + "x" * 10_000 + ":predict", {"instances": [[[[0]]]]}, 404, "servable not found"),
+    ("/mixem/" + "x/" * 5_000 + ":predict", {"instances": [[[[0]]]]}, 400,
+     "Malformed request: POST"),
+], ids=["1,000 inputs", "long input", "long signature", "signature not a string",
+        "long model", "long path"])
+def test_messages_quoting_the_request_stay_short(rest, url_tail, body, status, fragment):
+    from serving.errors import MAX_MESSAGE_CHARS
+
+    url, _ = rest
+    got, reply = call(url + url_tail, body)
+    assert got == status, reply
+    assert fragment in reply["error"] and len(reply["error"]) <= MAX_MESSAGE_CHARS
+    assert call(f"{url}/mixem:predict", {"instances": images(1).tolist()})[0] == 200
+
+
+def test_large_refused_bodies_are_freed_at_once(tmp_path):
+    # Each body is read, parsed and decoded, then refused by the graph (not an image): what
+    # it allocated must not stay held (by the refusal's traceback) until a garbage collection.
+    psutil = pytest.importorskip("psutil")
+    base = tmp_path / "mixem"
+    base.mkdir()
+    write_model(base, 1)
+    running = server_cli.start(server_cli.build_parser().parse_args(
+        ["--port=0", "--rest_api_port=0", "--model_name=mixem", f"--model_base_path={base}",
+         "--file_system_poll_wait_seconds=0", f"--max_request_bytes={64 << 20}"]))
+    url = f"http://127.0.0.1:{running.rest.port}/v1/models/mixem:predict"
+    junk = base64.b64encode(np.random.default_rng(0).bytes(18 << 20)).decode()
+    body = json.dumps({"signature_name": BYTES, "instances": [{"b64": junk}]}).encode()
+    del junk
+    process = psutil.Process()
+    try:
+        rss = []
+        for _ in range(6):
+            status, reply = call(url, raw=body)
+            assert status == 400 and "image" in reply["error"], reply
+            rss.append(process.memory_info().rss)
+        assert rss[-1] - rss[0] < 2 * len(body), [r >> 20 for r in rss]
+        assert call(url, {"instances": images(1).tolist()})[0] == 200
+    finally:
+        running.stop(1)
+
+
 def exchange(port, data: bytes, wait=10.0) -> bytes:
     """Sends raw bytes, returns what comes back until the server closes or `wait` passes."""
     with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
@@ -186,6 +256,32 @@ def test_a_half_sent_body_times_out_with_504_and_a_trickled_header_is_closed(res
     assert exchange(port_of(url), b"GET /v1/models/mixem HTTP/1.1\r\nHo", wait=30) == b""
     assert TIMEOUT_MS / 1000 <= time.monotonic() - started < 20  # closed by the server
     assert call(f"{url}/mixem")[0] == 200
+
+
+def test_rest_connections_do_not_wait_for_delayed_acks(rest):
+    # With Nagle's algorithm on the server's side of a kept-alive connection, a response's
+    # body (uvicorn's second send) waits up to 40 ms for the client's delayed ACK of its header.
+    import http.client
+
+    psutil = pytest.importorskip("psutil")
+    url, _ = rest
+    port = port_of(url)
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for _ in range(2):  # the same connection, kept alive
+            client.request("GET", "/v1/models/mixem")
+            assert client.getresponse().read()
+        mine = client.sock.getsockname()[1]
+        server_side = [c.fd for c in psutil.Process().net_connections("tcp")
+                       if c.laddr.port == port and c.raddr and c.raddr.port == mine]
+        assert len(server_side) == 1
+        sock = socket.socket(fileno=os.dup(server_side[0]))
+        try:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            sock.close()
+    finally:
+        client.close()
 
 
 def test_shutdown_finishes_within_the_grace_whatever_connections_stay_open(tmp_path):
