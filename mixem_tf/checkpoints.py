@@ -35,10 +35,12 @@ __all__ = [
     "CheckpointWarning",
     "CorruptCheckpointError",
     "copy_variables",
+    "intact_epochs",
     "latest_checkpoint",
     "load_variables",
     "restore",
     "save",
+    "write_bytes_atomic",
     "write_json_atomic",
 ]
 
@@ -58,6 +60,11 @@ class CorruptCheckpointError(ValueError):
 
 class CheckpointWarning(UserWarning):
     """A corrupt checkpoint was skipped or `checkpoint.json` rebuilt; the message says which."""
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Writes `data` so that readers see the old file or the new one, never half of one."""
+    _replace_atomic(Path(path), lambda handle: handle.write(data))
 
 
 def write_json_atomic(path, payload) -> None:
@@ -80,8 +87,10 @@ def _replace_atomic(path: Path, write) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename in (None, str(tmp)):
+            error.filename = str(path)  # name the file the user knows, not the temporary one
         raise
 
 
@@ -253,6 +262,19 @@ def latest_checkpoint(directory) -> tuple[Path, dict] | None:
                           f"{entry['epoch']}), the newest intact checkpoint", CheckpointWarning)
         return path, {k: v for k, v in entry.items() if k != "checkpoints"}
     raise CorruptCheckpointError(f"no intact checkpoint in {directory}: " + "; ".join(skipped))
+
+
+def intact_epochs(directory) -> list[int]:
+    """The epochs, oldest first, whose checkpoint file in `directory` is intact (checksum or,
+    without one, every array read): what a failed save leaves to resume from."""
+    directory = Path(directory)
+    try:
+        known = _entries(_read_pointer(directory / POINTER))
+    except CorruptCheckpointError:
+        known = {}
+    return sorted(int(match.group(1)) for path in directory.glob("epoch-*.npz")
+                  if (match := _FILE_NAME.fullmatch(path.name))
+                  and _problem(path, known.get(path.name, {}).get("sha256")) is None)
 
 
 def load_variables(path, prefix: str) -> list[tuple[str, np.ndarray]]:
