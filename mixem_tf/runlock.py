@@ -55,7 +55,7 @@ def _command() -> str:
     argv = getattr(sys, "orig_argv", sys.argv)
     if "-m" in argv[:-1]:
         return f"python -m {argv[argv.index('-m') + 1]}"
-    return Path(sys.argv[0]).name or "python"
+    return "python -c" if sys.argv[0] == "-c" else Path(sys.argv[0]).name or "python"
 
 
 def _holder(path: Path) -> dict | None:
