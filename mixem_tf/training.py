@@ -11,6 +11,7 @@ the run directory:
     runs/NAME/metrics.json     the read-out table with cluster-size histograms
     runs/NAME/readout.npz      K-means centroids of every read-out (for export)
     runs/NAME/skipped_files.csv  `folder:` data: every file not used, with the reason
+    runs/NAME/.lock            while a command writes the run (mixem_tf/runlock.py)
 """
 
 from __future__ import annotations

@@ -300,3 +300,36 @@ def test_sigint_in_an_epoch_keeps_the_epoch_before_and_exits_130(two_epochs, tmp
     assert checkpoints.latest_checkpoint(run / "checkpoints")[1]["epoch"] == 3
     assert _history_epochs(run) == [1, 2, 3]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+@pytest.mark.parametrize("failure", ["SIGTERM", "full disk"])
+def test_a_study_stopped_in_a_trial_says_to_rerun_the_same_tune_command(failure, tmp_path,
+                                                                        capsys, monkeypatch):
+    pytest.importorskip("keras_tuner")
+    import mixem_tf.training
+    from mixem_tf.interrupts import TrainingStopped
+    from mixem_tf.run_failures import RunWriteError
+    from trainers.tune import main as tune_main
+
+    def stopped_in_the_first_trial(config, run_dir, **kwargs):
+        if failure == "SIGTERM":
+            raise TrainingStopped(signal.SIGTERM, "stopped by SIGTERM after epoch 1; resume "
+                                  f"with python -m trainers.fit --resume --out {run_dir}")
+        raise RunWriteError("no space left on device while writing x", "the checkpoint of "
+                            "epoch 1 is intact; free some space", "python -m trainers.fit ...")
+
+    monkeypatch.setattr(mixem_tf.training, "train_run", stopped_in_the_first_trial)
+    code, _, err = call_entry_point(tune_main, capsys, "--dataset", "digits", "--epochs", "1",
+                                    "--max-trials", "3", "--quiet", "--out", tmp_path / "study")
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+    if failure == "SIGTERM":
+        assert code == 143 and last == (
+            "stopped by SIGTERM during a trial (finished trials and the trial's last checkpoint "
+            "are kept); continue the study with the same python -m trainers.tune command")
+    else:
+        assert code == 1 and last == (
+            "error: no space left on device while writing x; the checkpoint of epoch 1 is "
+            "intact; free some space, then resume with the same python -m trainers.tune "
+            "command")
+    assert not (tmp_path / "study" / LOCK_FILE).exists()
