@@ -28,7 +28,7 @@ __all__ = ["RunWriteError", "check_writable", "is_write_failure", "stopped", "wr
 
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
-WRITE_ERRNOS = _FULL | _READ_ONLY | {errno.EIO}
+_WRITE_ERRNOS = _FULL | _READ_ONLY | {errno.EIO}
 _CHECKPOINT = re.compile(r"epoch-(\d+)\.npz")
 
 
@@ -74,9 +74,15 @@ def check_writable(folders, flag: str) -> None:
                                   "writable disk and resume the copy") from None
 
 
-def is_write_failure(error: BaseException) -> bool:
-    """An OSError of a full or read-only disk (not e.g. a missing input file)."""
-    return isinstance(error, OSError) and error.errno in WRITE_ERRNOS
+def is_write_failure(error: BaseException, out_dir) -> bool:
+    """An OSError of a full disk, or of a file in `out_dir` that cannot be written (not e.g.
+    a dataset file that cannot be read)."""
+    if not isinstance(error, OSError) or error.errno not in _WRITE_ERRNOS:
+        return False
+    if error.errno in _FULL:
+        return True
+    return (bool(error.filename)
+            and Path(out_dir).resolve() in Path(error.filename).resolve().parents)
 
 
 def _latest_epoch(out_dir: Path) -> int | None:

@@ -22,7 +22,8 @@ look alive). Linux's NFS client maps flock onto the server's POSIX locks, so wri
 hosts exclude each other too.
 
 The file's content is only the message: the writer's pid, host, command and start time,
-written once the lock is held and cleared before it is released. The file is removed by the
+written once the lock is held and cleared before it is released (a name left by a killed
+writer is cleared by the next holder, reader or writer). The file is removed by the
 last holder (who takes it exclusively for that); a process that locked the file just as it was
 removed finds that the path no longer names what it locked, and tries again.
 """
@@ -68,10 +69,10 @@ def _holder(path: Path) -> dict | None:
     return holder if isinstance(holder, dict) and "pid" in holder else None
 
 
-def _describe(run_dir: Path, path: Path, shared: bool) -> str:
+def _describe(run_dir: Path, path: Path) -> str:
     for _ in range(10):  # a writer writes its name right after taking the lock
         holder = _holder(path)
-        if holder is not None or not shared:
+        if holder is not None:
             break
         time.sleep(0.05)
     if holder is None:
@@ -122,7 +123,7 @@ def _acquire(run_dir: Path, shared: bool) -> int | None:
             fcntl.flock(descriptor, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(descriptor)
-            raise RunLockedError(_describe(run_dir, path, shared)) from None
+            raise RunLockedError(_describe(run_dir, path)) from None
         except OSError as error:
             os.close(descriptor)
             if error.errno not in _NO_LOCKS:
@@ -134,6 +135,18 @@ def _acquire(run_dir: Path, shared: bool) -> int | None:
         if _same_file(descriptor, path):
             return descriptor
         os.close(descriptor)  # removed (or replaced) by its last holder meanwhile: again
+
+
+def _write_holder(descriptor: int, shared: bool) -> None:
+    """A writer's name into the lock file; a reader clears a name left by a killed writer
+    (while it holds the lock, no writer does)."""
+    with contextlib.suppress(OSError):  # a reader's read-only descriptor
+        os.ftruncate(descriptor, 0)
+    if not shared:
+        since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        os.pwrite(descriptor, json.dumps({
+            "pid": os.getpid(), "host": socket.gethostname(), "command": _command(),
+            "since": since}).encode(), 0)
 
 
 def _release(descriptor: int, path: Path) -> None:
@@ -163,6 +176,7 @@ def run_lock(run_dir, *, shared: bool = False, create: bool = True):
         shared: a reader's lock (many at once, never beside a writer); else a writer's.
         create: create `run_dir` (and its parents) when it is missing; a folder created here
             that holds nothing else when the block ends (a refused start) is removed again.
+            Without it a writer needs the folder to exist (check the run first).
 
     Raises:
         RunLockedError: another process holds it (the message names the writer).
@@ -182,12 +196,8 @@ def run_lock(run_dir, *, shared: bool = False, create: bool = True):
         raise PermissionError(f"{run_dir}: cannot write its lock file {LOCK_FILE} "
                               f"({error.strerror})") from None
     try:
-        if descriptor is not None and not shared:
-            since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-            os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, json.dumps({
-                "pid": os.getpid(), "host": socket.gethostname(), "command": _command(),
-                "since": since}).encode(), 0)
+        if descriptor is not None:
+            _write_holder(descriptor, shared)
         yield
     finally:
         if descriptor is not None:

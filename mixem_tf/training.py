@@ -277,7 +277,7 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         except TrainingStopped as stop:
             raise stopped(stop, out_dir, resume_command) from None
         except OSError as error:
-            if not is_write_failure(error):
+            if not is_write_failure(error, out_dir):
                 raise
             raise write_failure(error, out_dir, resume_command) from None
 

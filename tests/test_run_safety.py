@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import call_entry_point
-from mixem_tf import checkpoints
-from mixem_tf.runlock import LOCK_FILE
-from trainers.fit import main as fit_main
-
 tf = pytest.importorskip("tensorflow")
+
+from cli_helpers import call_entry_point  # noqa: E402
+from mixem_tf import checkpoints  # noqa: E402
+from mixem_tf.runlock import LOCK_FILE  # noqa: E402
+from trainers.fit import main as fit_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--dataset", "digits", "--method", "simclr", "--batch-size", "256", "--quiet",
@@ -76,7 +76,7 @@ def _mount(*args):
         pytest.skip(f"mount is not permitted here: {done.stderr.strip()}")
 
 
-# -- 1. one writer at a time --------------------------------------------------------------------
+# -- 1. one writer at a time -----------------------------------------------------------------------
 def test_a_run_in_use_refuses_resume_overwrite_export_and_a_study_naming_the_holder(
         two_epochs, tmp_path, capsys):
     from export.savedmodel import main as export_main
@@ -109,7 +109,7 @@ def test_a_run_in_use_refuses_resume_overwrite_export_and_a_study_naming_the_hol
     assert not (tmp_path / "models").exists() and os.listdir(tmp_path / "study") == [LOCK_FILE]
 
 
-# -- 2. a full disk ---------------------------------------------------------------------------
+# -- 2. a full disk --------------------------------------------------------------------------------
 def _fill_disk(folder, leave: int) -> Path:
     stats = os.statvfs(folder)
     filler = Path(folder) / "filler"
@@ -185,7 +185,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_naming_what_is_kept_and_resumes
     assert _history_epochs(run) == [1, 2, 3, 4]
 
 
-# -- 3. a read-only run folder --------------------------------------------------------------------
+# -- 3. a read-only run folder ---------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["bind mount", "permissions"])
 def test_resuming_a_read_only_run_is_one_line_before_any_work(
         how, two_epochs, tmp_path, capsys, monkeypatch, umount):
@@ -219,7 +219,7 @@ def test_resuming_a_read_only_run_is_one_line_before_any_work(
     assert not loaded and _snapshot(run) == before
 
 
-# -- 4. falling back past a corrupt checkpoint ------------------------------------------------------
+# -- 4. falling back past a corrupt checkpoint -----------------------------------------------------
 def test_a_fallback_warns_once_and_the_history_drops_the_epochs_trained_again(two_epochs,
                                                                                tmp_path):
     from mixem_tf.training import train_run
@@ -250,7 +250,7 @@ def test_a_history_row_cut_short_by_a_kill_is_dropped_too(tmp_path):
     assert [json.loads(line)["epoch"] for line in sizes.read_text().splitlines()] == [1]
 
 
-# -- 5. stop signals ----------------------------------------------------------------------------------
+# -- 5. stop signals -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_sigterm_stops_at_a_step_within_seconds_keeping_the_last_epoch(tmp_path):
     # The safety suite's one subprocess: a real process and a real signal.

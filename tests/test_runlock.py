@@ -79,6 +79,13 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     holder.wait()
     left = json.loads((tmp_path / "run" / LOCK_FILE).read_text())
     assert left["pid"] == holder.pid  # the dead holder's name is still in the file
+    reader = _holder(tmp_path / "run", shared=True)  # a reader clears the dead writer's name
+    try:
+        with pytest.raises(RunLockedError, match="being read by another command"):
+            with run_lock(tmp_path / "run"):
+                pytest.fail("a writer beside a reader")
+    finally:
+        _end(reader)
     with run_lock(tmp_path / "run"):
         assert json.loads((tmp_path / "run" / LOCK_FILE).read_text())["pid"] == os.getpid()
     assert not (tmp_path / "run" / LOCK_FILE).exists()

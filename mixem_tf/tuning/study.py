@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixem_tf.interrupts import TrainingStopped
+from mixem_tf.interrupts import StopSignals, TrainingStopped
 from mixem_tf.run_failures import RunWriteError
 from mixem_tf.runlock import LOCK_FILE, run_lock
 from mixem_tf.tuning import objectives as objectives_module
@@ -139,8 +139,6 @@ class Study:
     def prepare(self, overwrite: bool) -> bool:
         """Creates or checks the study folder; True when an earlier study is continued."""
         path = self.out_dir / STUDY_FILE
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise ValueError(f"--out {self.out_dir} exists and is not a folder")
         if overwrite:
             for name in ("tuner", "trials", "logs", STUDY_FILE, "trials.csv",
                          "best_config.json"):
@@ -198,7 +196,7 @@ class Study:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise ValueError(f"--out {self.out_dir} exists and is not a folder")
         again = "the same python -m trainers.tune command"
-        with run_lock(self.out_dir):
+        with run_lock(self.out_dir), StopSignals():  # trials stop at a step, scoring at once
             try:
                 return self._run(overwrite)
             except TrainingStopped as stop:
