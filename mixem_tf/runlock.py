@@ -168,7 +168,7 @@ def _release(descriptor: int, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir, *, shared: bool = False, create: bool = True):
+def run_lock(run_dir, *, shared: bool = False, create: bool = True, flag: str = ""):
     """Holds the run folder `run_dir` for the duration of the `with` block.
 
     Args:
@@ -177,23 +177,25 @@ def run_lock(run_dir, *, shared: bool = False, create: bool = True):
         create: create `run_dir` (and its parents) when it is missing; a folder created here
             that holds nothing else when the block ends (a refused start) is removed again.
             Without it a writer needs the folder to exist (check the run first).
+        flag: the command-line flag that named `run_dir` ("--out"), for the messages.
 
     Raises:
         RunLockedError: another process holds it (the message names the writer).
         PermissionError: `run_dir` cannot be created, or its lock file cannot be written.
     """
     run_dir = Path(run_dir)
+    named = f"{flag} {run_dir}" if flag else str(run_dir)
     created = create and not run_dir.exists()
     if create:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise PermissionError(f"{run_dir}: cannot create it ({error.strerror})") from None
+            raise PermissionError(f"{named}: cannot create it ({error.strerror})") from None
     path = run_dir / LOCK_FILE
     try:
         descriptor = _acquire(run_dir, shared)
     except OSError as error:
-        raise PermissionError(f"{run_dir}: cannot write its lock file {LOCK_FILE} "
+        raise PermissionError(f"{named}: cannot write its lock file {LOCK_FILE} "
                               f"({error.strerror})") from None
     try:
         if descriptor is not None:

@@ -270,7 +270,7 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     else:
         _check_out_path(out_dir)  # before the lock creates the folder
     resume_command = f"python -m trainers.fit --resume --out {out_dir}"
-    with run_lock(out_dir), StopSignals() as signals:
+    with run_lock(out_dir, flag="--resume" if resume else "--out"), StopSignals() as signals:
         try:
             return _train_run(config, out_dir, signals, resume=resume, overwrite=overwrite,
                               epochs=epochs, verbose=verbose, deterministic=deterministic)

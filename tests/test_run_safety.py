@@ -148,9 +148,11 @@ def _tmpfs_full_at_epoch_3(tmp_path):
 
 @pytest.fixture
 def umount(tmp_path):
+    """Unmounts what the test mounted; lazily, as a writer the test left open (TensorBoard's,
+    after a failure) would keep the mount busy."""
     yield
-    subprocess.run(["umount", str(tmp_path / "disk")], capture_output=True)
-    subprocess.run(["umount", str(tmp_path / "ro")], capture_output=True)
+    for name in ("disk", "ro"):
+        subprocess.run(["umount", "-l", str(tmp_path / name)], capture_output=True)
 
 
 @pytest.mark.parametrize("disk", ["tmpfs", "injected"])

@@ -196,7 +196,8 @@ class Study:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise ValueError(f"--out {self.out_dir} exists and is not a folder")
         again = "the same python -m trainers.tune command"
-        with run_lock(self.out_dir), StopSignals():  # trials stop at a step, scoring at once
+        # a signal stops a trial at a step, the scoring between trials at once
+        with run_lock(self.out_dir, flag="--out"), StopSignals():
             try:
                 return self._run(overwrite)
             except TrainingStopped as stop:
