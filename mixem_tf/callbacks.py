@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 
 from mixem_tf import checkpoints
+from mixem_tf.atomic import write_bytes_atomic
 
 __all__ = [
     "ClusterSizeMonitor",
@@ -103,7 +104,7 @@ def _forget_epochs_after(path: Path, epoch: int, epoch_of) -> None:
         if number is None or number <= epoch:
             kept.append(line)
     if kept != lines:
-        checkpoints.write_bytes_atomic(path, "".join(kept).encode())
+        write_bytes_atomic(path, "".join(kept).encode())
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

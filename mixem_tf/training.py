@@ -8,8 +8,9 @@ the run directory:
     runs/NAME/checkpoints/     model + optimiser after every epoch (atomic), checkpoint.json
     runs/NAME/history.csv      per-epoch logs (every loss term, throughput)
     runs/NAME/logs/            TensorBoard logs (when TensorFlow is installed)
-    runs/NAME/metrics.json     the read-out table with cluster-size histograms
-    runs/NAME/readout.npz      K-means centroids of every read-out (for export)
+    runs/NAME/features/        evaluation features of the latest checkpoint (mixem_tf.features)
+    runs/NAME/metrics.json     the read-out table with cluster-size histograms (mixem_tf.readouts)
+    runs/NAME/readout.npz      every read-out's fitted parameters (for export)
     runs/NAME/skipped_files.csv  `folder:` data: every file not used, with the reason
     runs/NAME/.lock            while a command writes the run (mixem_tf/runlock.py)
 """
@@ -32,21 +33,25 @@ from mixem_tf import checkpoints
 from mixem_tf.callbacks import (EpochCheckpoint, EpochTimeEstimate, HistoryCSV, MethodHooks,
                                 NonFiniteLossError, StopOnNonFiniteLoss, StopOnSignal,
                                 Throughput)
-from mixem_tf.cluster import readout_table
+from mixem_tf.cluster import SETTINGS_BY_NAME
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.interrupts import StopSignals, TrainingStopped
 from mixem_tf.methods import build_method, method_class
 from mixem_tf.settings import TrainConfig
-from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config, readout_key
-from mixem_tf.report import format_table
+from mixem_tf.readouts import Readout, fit_readout, quick_budget, save_readouts
+from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config
+from mixem_tf.report import readout_report, scores_text
 from mixem_tf.run_failures import check_writable, is_write_failure, stopped, write_failure
 from mixem_tf.runlock import LOCK_FILE, run_lock
 from mixem_tf.versions import library_versions
 
 SKIPPED_FILE = "skipped_files.csv"
 
-__all__ = ["RunResult", "evaluate_run", "make_optimizer", "readout_report",
-           "train_run"]
+__all__ = ["READOUT_MODES", "RunResult", "evaluate_run", "make_optimizer", "train_run"]
+
+#: What a run's evaluation fits: the default read-out only; every read-out, the non-default
+#: K-means rows at a smaller budget (`readouts.quick_budget`); every read-out at the run's.
+READOUT_MODES = ("default", "all", "paper")
 
 
 @dataclass
@@ -56,13 +61,14 @@ class RunResult:
     out_dir: Path
     config: TrainConfig
     history: dict = field(default_factory=dict)
-    readouts: list = field(default_factory=list)
+    readouts: list[Readout] = field(default_factory=list)
     images_per_s: list = field(default_factory=list)
     model: keras.Model | None = None
+    k_choice: object = None  # choosing_k.KChoice of a run with --clusters auto
 
     @property
-    def default_readout(self) -> dict:
-        return next(row for row in self.readouts if row["default"])
+    def default_readout(self) -> Readout:
+        return next(r for r in self.readouts if r.row["default"])
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -250,11 +256,15 @@ def check_init_from(run_dir) -> None:
 
 
 def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
-              epochs: int | None = None, verbose: int = 1, deterministic: bool = False) -> RunResult:
+              epochs: int | None = None, verbose: int = 1, deterministic: bool = False,
+              readouts: str = "all") -> RunResult:
     """Trains (or resumes) one run and evaluates its read-outs; see the module docstring.
 
     The run folder is locked for the whole run (`mixem_tf.runlock`); SIGTERM and SIGINT stop
     training at a step boundary (`mixem_tf.interrupts`).
+
+    Args:
+        readouts: which read-outs the evaluation fits (`READOUT_MODES`).
 
     Raises:
         ValueError / PermissionError / DatasetUnavailableError: bad settings, found before
@@ -264,6 +274,9 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         TrainingStopped: a stop signal (the last checkpoint stays).
     """
     out_dir = Path(out_dir)
+    if readouts not in READOUT_MODES:
+        raise ValueError(f"--readouts must be one of {', '.join(READOUT_MODES)}, got "
+                         f"{readouts!r}")
     if resume:
         load_run_config(out_dir, flag="--resume")  # no run there: its own error, nothing made
         check_writable([out_dir, out_dir / "checkpoints"], "--resume")
@@ -273,7 +286,8 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     with run_lock(out_dir, flag="--resume" if resume else "--out"), StopSignals() as signals:
         try:
             return _train_run(config, out_dir, signals, resume=resume, overwrite=overwrite,
-                              epochs=epochs, verbose=verbose, deterministic=deterministic)
+                              epochs=epochs, verbose=verbose, deterministic=deterministic,
+                              readouts=readouts)
         except TrainingStopped as stop:
             raise stopped(stop, out_dir, resume_command) from None
         except OSError as error:
@@ -283,9 +297,9 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
 
 
 def _train_run(config, out_dir: Path, signals: StopSignals, *, resume, overwrite, epochs,
-               verbose, deterministic) -> RunResult:
-    from mixem_tf.data import load_protocol
+               verbose, deterministic, readouts) -> RunResult:
     from mixem_tf.data.folder import SkippedFilesWarning
+    from mixem_tf.runs import load_run_data
 
     if resume:
         saved = load_run_config(out_dir, flag="--resume")
@@ -309,13 +323,9 @@ def _train_run(config, out_dir: Path, signals: StopSignals, *, resume, overwrite
     strategy = _Strategy(config.strategy)
     with warnings.catch_warnings():  # the run prints its own summary of skipped files
         warnings.simplefilter("ignore", SkippedFilesWarning)
-        train, evaluation = load_protocol(
-            config.dataset, train_on=config.train_on, evaluate_on=config.evaluate_on,
-            data_dir=config.data_dir,
-            image_size=config.image_size if config.dataset.startswith("folder:") else None,
-        )
+        train, evaluation = load_run_data(config)
     scan = getattr(train, "scan", None)
-    num_clusters = _number_of_clusters(config, train, evaluation)
+    num_clusters = _number_of_clusters(config, train, evaluation, verbose)
     if config.batch_size > len(train):
         raise ValueError(f"batch size {config.batch_size} is larger than the training data "
                          f"({len(train)} images)")
@@ -393,19 +403,46 @@ def _train_run(config, out_dir: Path, signals: StopSignals, *, resume, overwrite
 
     result = RunResult(out_dir, config, history, images_per_s=throughput.per_epoch, model=model)
     result.readouts = evaluate_run(model, evaluation, num_clusters, config,
-                                   write_to=out_dir if strategy.is_chief else None)
+                                   write_to=out_dir if strategy.is_chief else None,
+                                   readouts=readouts, verbose=bool(verbose))
+    if config.choose_clusters and strategy.is_chief:
+        from mixem_tf.readouts import load_readouts
+        from mixem_tf.reclustering import plan, recluster
+
+        chosen = recluster(plan(out_dir, tuple(config.choose_clusters)), make_default=True,
+                           model=model, evaluation=evaluation, verbose=bool(verbose))
+        result.k_choice = chosen.choice
+        result.readouts = load_readouts(out_dir)
     return result
 
 
-def _number_of_clusters(config, train, evaluation) -> int:
-    """K: `--clusters`, else the dataset's class count; checked against the data."""
-    if config.clusters:
+def _number_of_clusters(config, train, evaluation, verbose) -> int:
+    """K: `--clusters`, else the dataset's class count; checked against the data. Where K
+    comes from a folder's sub-folders, or is chosen after training, the run says so."""
+    labels_from_folders = (config.dataset.startswith("folder:")
+                           and (train.num_classes or evaluation.num_classes))
+    if labels_from_folders and verbose:
+        names = train.class_names or evaluation.class_names or ()
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        print(f"labels: the {len(names)} sub-folders of {config.dataset[len('folder:'):]} "
+              f"({shown}) are taken as classes: "
+              + ("" if config.clusters else f"K = {len(names)} and ")
+              + "ACC/NMI are scored against them; choose K with --clusters K or --clusters "
+              "auto, or ignore the sub-folders with --folder-labels none", file=sys.stderr)
+    if config.choose_clusters:
+        num_clusters, source = config.clusters, "--clusters auto"
+        if verbose:
+            low, high = config.choose_clusters
+            print(f"--clusters {low}..{high}: the method's heads are built for K = {high}, "
+                  "and K is chosen without labels after training (trainers.recluster)",
+                  file=sys.stderr)
+    elif config.clusters:
         num_clusters, source = config.clusters, "--clusters"
     else:
         num_clusters = train.num_classes or evaluation.num_classes
         if num_clusters is None:
             raise ValueError(f"{config.dataset} has no labels to count classes: pass "
-                             "--clusters K")
+                             "--clusters K, or --clusters auto to choose K after training")
         source = (f"the {num_clusters} sub-folder(s) of {config.dataset[len('folder:'):]}"
                   if config.dataset.startswith("folder:")
                   else f"the {num_clusters} classes of {config.dataset}")
@@ -426,29 +463,44 @@ def _save_epoch_target(out_dir: Path, saved: dict, epochs: int) -> None:
         checkpoints.write_json_atomic(out_dir / CONFIG_FILE, saved)
 
 
-def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None):
-    """Embeds the evaluation images, runs every read-out, writes metrics.json / readout.npz."""
-    features = model.predict(evaluation.images, batch_size=256, verbose=0)
-    features = {name: np.asarray(value, dtype=np.float64) for name, value in features.items()}
-    rows = readout_table(labels=evaluation.labels, num_clusters=num_clusters,
-                         settings=config.readout_settings, default=model.default_readout,
-                         seed=config.seed, **model.readout_inputs(features))
+def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None,
+                 readouts: str = "all", verbose: bool = False) -> list[Readout]:
+    """Embeds the evaluation images (kept in the run's features/), fits the default read-out
+    at the run's K-means budget (and says its scores at once with `verbose`), then the rest
+    of the table as `readouts` says (`READOUT_MODES`); writes metrics.json and readout.npz
+    anew.
+    """
+    from mixem_tf.checkpoints import CheckpointWarning
+    from mixem_tf.features import embed, evaluation_features
+
     if write_to is not None:
-        table = [{k: v for k, v in row.items() if k != "centroids"} for row in rows]
-        checkpoints.write_json_atomic(Path(write_to) / "metrics.json", {
+        with warnings.catch_warnings():  # a checkpoint fallback was reported when restored
+            warnings.simplefilter("ignore", CheckpointWarning)
+            features = evaluation_features(write_to, model=model, evaluation=evaluation,
+                                           verbose=False)
+    else:
+        features = embed(model, evaluation.images)
+    settings = SETTINGS_BY_NAME[config.readout_settings]
+    quick = settings if readouts == "paper" else quick_budget(settings)
+    context = model.readout_context(features)
+
+    def fit(spec, budget):
+        return fit_readout(spec, features, num_clusters, run_clusters=num_clusters,
+                           labels=evaluation.labels, settings=budget, seed=config.seed,
+                           context=context)
+
+    default_spec = model.default_spec()
+    default = fit(default_spec, settings)
+    default.row["default"] = True
+    if verbose:
+        print(f"default read-out {default.name}: {scores_text(default.row)}", file=sys.stderr)
+    fitted = [default if spec == default_spec else fit(spec, quick)
+              for spec in model.readout_specs() if readouts != "default" or spec == default_spec]
+    if default not in fitted:
+        fitted.insert(0, default)
+    if write_to is not None:
+        save_readouts(write_to, fitted, header={
             "dataset": config.dataset, "method": config.method,
             "evaluate_on": config.evaluate_on, "evaluation_images": len(evaluation),
-            "num_clusters": num_clusters, "readouts": table,
-        })
-        np.savez(Path(write_to) / "readout.npz", **{
-            readout_key(row, sep="_"): row["centroids"]
-            for row in rows if row["centroids"] is not None})
-    return rows
-
-
-def readout_report(rows) -> str:
-    """The read-out table as text, the default read-out marked with *."""
-    columns = ["feature", "normalize", "clustering", "acc", "nmi", "ari", "default"]
-    shown = [{**row, "normalize": "l2" if row["normalize"] else "raw",
-              "default": "*" if row["default"] else ""} for row in rows]
-    return format_table(shown, [c for c in columns if c in rows[0] or c == "default"])
+            "num_clusters": num_clusters, "embedding_feature": model.embedding_feature})
+    return fitted

@@ -77,9 +77,10 @@ def _mount(*args):
 
 
 # -- 1. one writer at a time -----------------------------------------------------------------------
-def test_a_run_in_use_refuses_resume_overwrite_export_and_a_study_naming_the_holder(
+def test_a_run_in_use_refuses_resume_overwrite_export_recluster_and_a_study(
         two_epochs, tmp_path, capsys):
     from export.savedmodel import main as export_main
+    from trainers.recluster import main as recluster_main
     from trainers.tune import main as tune_main
 
     run = tmp_path / "run"
@@ -94,6 +95,7 @@ def test_a_run_in_use_refuses_resume_overwrite_export_and_a_study_naming_the_hol
         for main, args in [(fit_main, ["--out", run, "--resume"]),
                            (fit_main, [*FAST, "--epochs", "1", "--out", run, "--overwrite"]),
                            (export_main, ["--run", run, "--base-dir", tmp_path / "models"]),
+                           (recluster_main, ["--run", run, "--clusters", "5"]),
                            (tune_main, ["--dataset", "digits", "--epochs", "1", "--quiet",
                                         "--out", tmp_path / "study"])]:
             code, _, err = call_entry_point(main, capsys, *args)
@@ -120,7 +122,7 @@ def _fill_disk(folder, leave: int) -> Path:
 
 def _no_space_for_epoch_3(monkeypatch):
     """The checkpoint of epoch 3 fails half-way with ENOSPC; returns how to free the space."""
-    real = checkpoints._replace_atomic
+    real = checkpoints.replace_atomic
 
     def failing(path, write):
         if path.name != "epoch-0003.npz":
@@ -132,8 +134,8 @@ def _no_space_for_epoch_3(monkeypatch):
 
         return real(path, half_then_full)
 
-    monkeypatch.setattr(checkpoints, "_replace_atomic", failing)
-    return lambda: monkeypatch.setattr(checkpoints, "_replace_atomic", real)
+    monkeypatch.setattr(checkpoints, "replace_atomic", failing)
+    return lambda: monkeypatch.setattr(checkpoints, "replace_atomic", real)
 
 
 def _tmpfs_full_at_epoch_3(tmp_path):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixem_tf import criteria
 from mixem_tf.interrupts import StopSignals, TrainingStopped
 from mixem_tf.run_failures import RunWriteError
 from mixem_tf.runlock import LOCK_FILE, run_lock
@@ -256,7 +257,7 @@ class Study:
         try:
             result = self._train(trial, values, out, train_run, TrainConfig)
             row = result.default_readout
-            record.update({k: row[k] for k in ("acc", "nmi", "ari") if k in row})
+            record.update({k: row.row[k] for k in ("acc", "nmi", "ari") if k in row.row})
             record.update(self._score(result.model, result.config, row, out, trial.trial_id))
             record["status"] = "completed"
         except RunWriteError as error:  # the next trial would fail the same way: stop
@@ -362,7 +363,7 @@ class Study:
         records = self.records()
         completed = [r for r in records if r["status"] == "completed"]
         if completed:
-            final = objectives_module.final_consensus(
+            final = criteria.final_consensus(
                 self.clusterings(), self._num_clusters(completed[0]), self.seed)
             for record in completed:
                 record["objectives"]["consensus"] = final[record["trial"]]
