@@ -18,15 +18,18 @@ import sys
 from pathlib import Path
 
 from mixem_tf.cli import run
+from mixem_tf.runlock import reads_run
 
 __all__ = ["save_keras_model"]
 
 
+@reads_run
 def save_keras_model(run_dir, out) -> Path:
     """Writes `run_dir`'s model (latest checkpoint) to `out` (a `.keras` path) and returns it.
 
     Raises:
         ValueError: no run or no checkpoint in `run_dir`, or `out` does not end in .keras.
+            RunLockedError: another process writes the run (mixem_tf/runlock.py).
     """
     import mixem_tf.methods  # noqa: F401  (registers the method classes for loading)
     from mixem_tf.runs import load_run

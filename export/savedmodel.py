@@ -17,7 +17,9 @@ writes BASE/NAME/VERSION/ (VERSION = the next integer; an existing version is ne
 
 Everything is checked before anything is written (run, checkpoint, metrics.json,
 readout.npz, the metric gates, the evaluation data); the version is written into a hidden
-temporary folder next to it and renamed into place at the end. The run may have been trained
+temporary folder next to it and renamed into place at the end. The run is read under its
+reader's lock (mixem_tf/runlock.py): a run being trained or re-clustered is refused, as its
+newer checkpoint would be paired with older read-out centroids. The run may have been trained
 under either Keras backend: the model is rebuilt under TensorFlow from its checkpoint.
 """
 
@@ -35,6 +37,7 @@ import tempfile
 from pathlib import Path
 
 from mixem_tf.cli import run
+from mixem_tf.runlock import reads_run
 
 __all__ = ["MetricGate", "export_run", "next_version"]
 
@@ -134,6 +137,7 @@ def _model_card(run_dir, saved, config, readout, metrics, module, checkpoint) ->
     }
 
 
+@reads_run
 def export_run(run_dir, base_dir, model_name: str, *, readout: str | None = None,
                require=(), max_image_pixels: int | None = None,
                verbose: bool = True) -> Path:
@@ -141,7 +145,7 @@ def export_run(run_dir, base_dir, model_name: str, *, readout: str | None = None
 
     Raises:
         ValueError: no run, checkpoint, metrics or read-out; a failed or unparsable gate;
-            a bad model name. DatasetUnavailableError: the evaluation data cannot be loaded.
+            a bad model name; RunLockedError: another process writes the run. DatasetUnavailableError: the evaluation data cannot be loaded.
     """
     from mixem_tf import checkpoints
     from mixem_tf.settings import TrainConfig

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["replace_atomic", "write_json_atomic", "write_npz_atomic"]
+__all__ = ["replace_atomic", "write_bytes_atomic", "write_json_atomic", "write_npz_atomic"]
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Writes `data` so that readers see the old file or the new one, never half of one."""
+    replace_atomic(Path(path), lambda handle: handle.write(data))
 
 
 def write_json_atomic(path, payload) -> None:
@@ -39,6 +44,8 @@ def replace_atomic(path: Path, write) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename in (None, str(tmp)):
+            error.filename = str(path)  # name the file the user knows, not the temporary one
         raise

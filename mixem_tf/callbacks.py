@@ -1,5 +1,10 @@
-"""Training callbacks: method hooks, NaN guard, atomic per-epoch checkpoints, throughput,
-history, cluster-size alarms."""
+"""Training callbacks: method hooks, NaN guard, stop signals, atomic per-epoch checkpoints,
+throughput, history, cluster-size alarms.
+
+A callback that appends one record per epoch to a file of the run has `forget_epochs_after(
+epoch)`: a resumed run calls it with the epoch it restored, so the records of epochs it trains
+again (after falling back past a corrupt checkpoint, or after a kill between the checkpoint and
+the next epoch's record) are not kept twice."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from pathlib import Path
 import keras
 
 from mixem_tf import checkpoints
+from mixem_tf.atomic import write_bytes_atomic
 
 __all__ = [
     "ClusterSizeMonitor",
@@ -20,6 +26,7 @@ __all__ = [
     "HistoryCSV",
     "NonFiniteLossError",
     "StopOnNonFiniteLoss",
+    "StopOnSignal",
     "Throughput",
 ]
 
@@ -58,6 +65,46 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.failure = f"the loss became {float(loss)} at epoch {self._epoch + 1}, step {batch + 1}"
             self.model.stop_training = True
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Raises `TrainingStopped` at the first step end, or epoch end, after a stop signal
+    (`mixem_tf.interrupts`). Raising, rather than `stop_training`, keeps Keras from ending the
+    interrupted epoch: its partial logs would be checkpointed and recorded as a whole epoch.
+    Goes last, so an epoch's checkpoint and records are written before it raises.
+
+    Args:
+        signals: the command's `StopSignals`.
+    """
+
+    def __init__(self, signals):
+        super().__init__()
+        self.signals = signals
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.signals.check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.signals.check()
+
+
+def _forget_epochs_after(path: Path, epoch: int, epoch_of) -> None:
+    """Rewrites the text file `path` (atomically) without the lines whose `epoch_of(line)` is
+    later than `epoch`, and without a line cut short by a kill (no newline, or unreadable);
+    `epoch_of` returns None for a line to keep whatever the epoch (a header)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            number = epoch_of(line) if line.endswith("\n") else epoch + 1
+        except (ValueError, KeyError, TypeError, IndexError):
+            continue
+        if number is None or number <= epoch:
+            kept.append(line)
+    if kept != lines:
+        write_bytes_atomic(path, "".join(kept).encode())
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -121,6 +168,13 @@ class HistoryCSV(keras.callbacks.Callback):
         super().__init__()
         self.path = Path(path)
 
+    def forget_epochs_after(self, epoch: int) -> None:
+        """Drops the rows of epochs after `epoch` (and a row cut short)."""
+        def epoch_of(line):
+            return None if line.startswith("epoch,") else int(next(csv.reader([line]))[0])
+
+        _forget_epochs_after(self.path, epoch, epoch_of)
+
     def on_epoch_end(self, epoch, logs=None):
         logs = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         if self.path.exists() and self.path.stat().st_size:
@@ -169,6 +223,13 @@ class ClusterSizeMonitor(keras.callbacks.Callback):
         self.alarm = alarm
         self.patience = patience
         self._over = 0
+
+    def forget_epochs_after(self, epoch: int) -> None:
+        """Drops the records of epochs after `epoch` (and a record cut short)."""
+        import json
+
+        if self.path is not None:
+            _forget_epochs_after(self.path, epoch, lambda line: int(json.loads(line)["epoch"]))
 
     def on_epoch_end(self, epoch, logs=None):
         import json

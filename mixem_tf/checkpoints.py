@@ -34,6 +34,7 @@ __all__ = [
     "CheckpointWarning",
     "CorruptCheckpointError",
     "copy_variables",
+    "intact_epochs",
     "latest_checkpoint",
     "load_variables",
     "restore",
@@ -227,6 +228,19 @@ def latest_checkpoint(directory) -> tuple[Path, dict] | None:
                           f"{entry['epoch']}), the newest intact checkpoint", CheckpointWarning)
         return path, {k: v for k, v in entry.items() if k != "checkpoints"}
     raise CorruptCheckpointError(f"no intact checkpoint in {directory}: " + "; ".join(skipped))
+
+
+def intact_epochs(directory) -> list[int]:
+    """The epochs, oldest first, whose checkpoint file in `directory` is intact (checksum or,
+    without one, every array read): what a failed save leaves to resume from."""
+    directory = Path(directory)
+    try:
+        known = _entries(_read_pointer(directory / POINTER))
+    except CorruptCheckpointError:
+        known = {}
+    return sorted(int(match.group(1)) for path in directory.glob("epoch-*.npz")
+                  if (match := _FILE_NAME.fullmatch(path.name))
+                  and _problem(path, known.get(path.name, {}).get("sha256")) is None)
 
 
 def load_variables(path, prefix: str) -> list[tuple[str, np.ndarray]]:

@@ -39,17 +39,24 @@ def read_json_object(path, flag: str, what: str = "a JSON object") -> dict:
 
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Runs `main`; a user error exits 2 with `error: <reason>` (MIXEM_DEBUG=1 re-raises)."""
+    """Runs `main`; a user error exits 2 with `error: <reason>`, a run the disk cannot hold
+    exits 1 with `error: <what is kept>` (MIXEM_DEBUG=1 re-raises both), a stop signal exits
+    128 + its number with the line saying where the run stopped."""
     from mixem_tf.data import DatasetUnavailableError
+    from mixem_tf.interrupts import TrainingStopped
+    from mixem_tf.run_failures import RunWriteError
 
     quiet_native_logs()
     try:
         return int(main(argv) or 0)
-    except (*USER_ERRORS, DatasetUnavailableError) as error:
+    except (*USER_ERRORS, DatasetUnavailableError, RunWriteError) as error:
         if os.environ.get("MIXEM_DEBUG"):
             raise
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(error, RunWriteError) else 2
+    except TrainingStopped as stop:
+        print(stop, file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

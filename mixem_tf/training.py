@@ -12,6 +12,7 @@ the run directory:
     runs/NAME/metrics.json     the read-out table with cluster-size histograms (mixem_tf.readouts)
     runs/NAME/readout.npz      every read-out's fitted parameters (for export)
     runs/NAME/skipped_files.csv  `folder:` data: every file not used, with the reason
+    runs/NAME/.lock            while a command writes the run (mixem_tf/runlock.py)
 """
 
 from __future__ import annotations
@@ -30,14 +31,18 @@ import keras
 
 from mixem_tf import checkpoints
 from mixem_tf.callbacks import (EpochCheckpoint, EpochTimeEstimate, HistoryCSV, MethodHooks,
-                                NonFiniteLossError, StopOnNonFiniteLoss, Throughput)
+                                NonFiniteLossError, StopOnNonFiniteLoss, StopOnSignal,
+                                Throughput)
 from mixem_tf.cluster import SETTINGS_BY_NAME
 from mixem_tf.feeding import EpochBatches
+from mixem_tf.interrupts import StopSignals, TrainingStopped
 from mixem_tf.methods import build_method, method_class
 from mixem_tf.settings import TrainConfig
 from mixem_tf.readouts import Readout, fit_readout, quick_budget, save_readouts
 from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config
 from mixem_tf.report import readout_report, scores_text
+from mixem_tf.run_failures import check_writable, is_write_failure, stopped, write_failure
+from mixem_tf.runlock import LOCK_FILE, run_lock
 from mixem_tf.versions import library_versions
 
 SKIPPED_FILE = "skipped_files.csv"
@@ -81,14 +86,18 @@ def _is_unstarted_run(out_dir: Path) -> bool:
             and checkpoints.latest_checkpoint(out_dir / "checkpoints") is None)
 
 
-def _check_new_run_dir(out_dir: Path, overwrite: bool) -> None:
+def _check_out_path(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} exists and is not a folder")
-    if (out_dir.exists() and any(out_dir.iterdir()) and not overwrite
-            and not _is_unstarted_run(out_dir)):
+    _check_writable(out_dir)
+
+
+def _check_new_run_dir(out_dir: Path, overwrite: bool) -> None:
+    _check_out_path(out_dir)
+    if (out_dir.exists() and any(p.name != LOCK_FILE for p in out_dir.iterdir())
+            and not overwrite and not _is_unstarted_run(out_dir)):
         raise ValueError(f"--out {out_dir} already exists; pass --overwrite to replace it "
                          "or --resume to continue it")
-    _check_writable(out_dir)
 
 
 def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
@@ -99,6 +108,8 @@ def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
     try:
         if (overwrite or _is_unstarted_run(target)) and target.is_dir():
             for entry in target.iterdir():
+                if entry.name == LOCK_FILE:  # held by this process
+                    continue
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)
                 else:
@@ -213,7 +224,8 @@ def _training_data(images, config, strategy: _Strategy, start_epoch: int):
             feeder.steps_per_epoch)
 
 
-def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, images):
+def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, images,
+               signals: StopSignals | None = None):
     guard = StopOnNonFiniteLoss()
     throughput = Throughput(config.batch_size)
     callbacks = [MethodHooks(), guard, throughput,
@@ -231,6 +243,8 @@ def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, 
             if verbose:
                 print("note: TensorFlow is not installed, so no TensorBoard logs are written "
                       "(history.csv has every epoch)", file=sys.stderr)
+    if signals is not None:
+        callbacks.append(StopOnSignal(signals))  # last: after the epoch's files are written
     return callbacks, guard, throughput
 
 
@@ -246,28 +260,55 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
               readouts: str = "all") -> RunResult:
     """Trains (or resumes) one run and evaluates its read-outs; see the module docstring.
 
+    The run folder is locked for the whole run (`mixem_tf.runlock`); SIGTERM and SIGINT stop
+    training at a step boundary (`mixem_tf.interrupts`).
+
     Args:
         readouts: which read-outs the evaluation fits (`READOUT_MODES`).
 
     Raises:
         ValueError / PermissionError / DatasetUnavailableError: bad settings, found before
-            anything is written.
+            anything is written; RunLockedError (a ValueError): another process uses the run.
         NonFiniteLossError: the loss became NaN or infinite (the last good checkpoint stays).
+        RunWriteError: the disk filled up or turned read-only (the checkpoints saved stay).
+        TrainingStopped: a stop signal (the last checkpoint stays).
     """
-    from mixem_tf.data.folder import SkippedFilesWarning
-    from mixem_tf.runs import load_run_data
-
     out_dir = Path(out_dir)
     if readouts not in READOUT_MODES:
         raise ValueError(f"--readouts must be one of {', '.join(READOUT_MODES)}, got "
                          f"{readouts!r}")
     if resume:
+        load_run_config(out_dir, flag="--resume")  # no run there: its own error, nothing made
+        check_writable([out_dir, out_dir / "checkpoints"], "--resume")
+    else:
+        _check_out_path(out_dir)  # before the lock creates the folder
+    resume_command = f"python -m trainers.fit --resume --out {out_dir}"
+    with run_lock(out_dir, flag="--resume" if resume else "--out"), StopSignals() as signals:
+        try:
+            return _train_run(config, out_dir, signals, resume=resume, overwrite=overwrite,
+                              epochs=epochs, verbose=verbose, deterministic=deterministic,
+                              readouts=readouts)
+        except TrainingStopped as stop:
+            raise stopped(stop, out_dir, resume_command) from None
+        except OSError as error:
+            if not is_write_failure(error, out_dir):
+                raise
+            raise write_failure(error, out_dir, resume_command) from None
+
+
+def _train_run(config, out_dir: Path, signals: StopSignals, *, resume, overwrite, epochs,
+               verbose, deterministic, readouts) -> RunResult:
+    from mixem_tf.data.folder import SkippedFilesWarning
+    from mixem_tf.runs import load_run_data
+
+    if resume:
         saved = load_run_config(out_dir, flag="--resume")
         config = TrainConfig.from_saved(saved["settings"])
-        if checkpoints.latest_checkpoint(out_dir / "checkpoints") is None:
+        latest = checkpoints.latest_checkpoint(out_dir / "checkpoints")  # warns once
+        if latest is None:
             raise ValueError(f"--resume: {out_dir} has no checkpoint yet; start it again "
                              "(without --resume)")
-        done = int(checkpoints.latest_checkpoint(out_dir / "checkpoints")[1]["epoch"])
+        done = int(latest[1]["epoch"])
         if epochs is not None:
             if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
                 raise ValueError(f"--epochs must be a positive integer, got {epochs}")
@@ -324,9 +365,8 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
 
     initial_epoch = 0
     if resume:
-        path, record = checkpoints.latest_checkpoint(out_dir / "checkpoints")
-        checkpoints.restore(path, model, model.optimizer)
-        initial_epoch = int(record["epoch"])
+        checkpoints.restore(latest[0], model, model.optimizer)
+        initial_epoch = done
         if initial_epoch >= (epochs or config.epochs):
             print(f"{out_dir} has already trained {initial_epoch} epochs"
                   f"{f' (--epochs {epochs})' if epochs else ''}: nothing to train; "
@@ -341,13 +381,18 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         model.initialize_state(train.images)
 
     callbacks, guard, throughput = _callbacks(out_dir, config, strategy, verbose, model,
-                                              train.images)
+                                              train.images, signals)
+    if resume:  # epochs after the restored checkpoint (a fallback past a corrupt one) go
+        for callback in callbacks:
+            if hasattr(callback, "forget_epochs_after"):
+                callback.forget_epochs_after(initial_epoch)
     history = {}
     if initial_epoch < min(epochs or config.epochs, config.epochs):
         data, steps = _training_data(train.images, config, strategy, initial_epoch)
-        fitted = model.fit(data, epochs=config.epochs, initial_epoch=initial_epoch,
-                           steps_per_epoch=steps, shuffle=False, callbacks=callbacks,
-                           verbose=verbose)
+        with signals.at_step_boundaries():
+            fitted = model.fit(data, epochs=config.epochs, initial_epoch=initial_epoch,
+                               steps_per_epoch=steps, shuffle=False, callbacks=callbacks,
+                               verbose=verbose)
         history = fitted.history
     if guard.failure:
         latest = checkpoints.latest_checkpoint(out_dir / "checkpoints")

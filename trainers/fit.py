@@ -7,6 +7,10 @@
 Settings come from the method's recipe for the dataset (its `recipe` in mixem_tf/methods/),
 then from --config (a JSON object of TrainConfig fields and the method's options, at the top
 level or under "options"), then from the flags given here.
+
+One command at a time may write a run: another on the same --out is refused, naming it.
+SIGTERM or Ctrl-C stops at the end of the current step, keeps every finished epoch, says how to
+resume and exits 143 (SIGTERM) or 130 (SIGINT); a full disk exits 1 naming the checkpoints kept.
 """
 
 from __future__ import annotations

@@ -56,9 +56,12 @@ def main(argv=None) -> int:
     from mixem_tf.reclustering import plan, recluster
     from mixem_tf.report import format_table, readout_report
 
+    from mixem_tf.runlock import run_lock
+
     request = plan(args.run, parse_clusters(args.clusters), readout=args.readout,
                    criterion=args.criterion)
-    result = recluster(request, make_default=args.default, verbose=not args.quiet)
+    with run_lock(args.run, create=False, flag="--run"):  # it writes the run's read-outs
+        result = recluster(request, make_default=args.default, verbose=not args.quiet)
     if result.choice is not None:
         print(choice_table(result.choice, format_table))
         print(f"chosen: K = {result.choice.k} by {result.choice.criterion} (measured on "

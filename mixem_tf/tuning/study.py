@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from mixem_tf import criteria
+from mixem_tf.interrupts import StopSignals, TrainingStopped
+from mixem_tf.run_failures import RunWriteError
+from mixem_tf.runlock import LOCK_FILE, run_lock
 from mixem_tf.tuning import objectives as objectives_module
 from mixem_tf.tuning.space import apply_values
 
@@ -137,8 +140,6 @@ class Study:
     def prepare(self, overwrite: bool) -> bool:
         """Creates or checks the study folder; True when an earlier study is continued."""
         path = self.out_dir / STUDY_FILE
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise ValueError(f"--out {self.out_dir} exists and is not a folder")
         if overwrite:
             for name in ("tuner", "trials", "logs", STUDY_FILE, "trials.csv",
                          "best_config.json"):
@@ -155,7 +156,7 @@ class Study:
                                  f"({', '.join(changed)}); rerun it with the same command "
                                  "or pass --overwrite to restart it")
             return True
-        elif self.out_dir.exists() and any(self.out_dir.iterdir()):
+        elif self.out_dir.exists() and any(p.name != LOCK_FILE for p in self.out_dir.iterdir()):
             raise ValueError(f"--out {self.out_dir} already exists and holds no study; pass "
                              "--overwrite or choose another folder")
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -188,7 +189,28 @@ class Study:
 
     def run(self, overwrite: bool = False) -> dict:
         """Runs (or continues) the study; returns `summary()`. A study that keras-tuner stops
-        for too many failures in a row still writes its table, then raises ValueError."""
+        for too many failures in a row still writes its table, then raises ValueError.
+
+        The study folder is locked meanwhile (each trial's run folder too, by `train_run`);
+        a stop signal or a full disk says to rerun the same command, which continues it.
+        """
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ValueError(f"--out {self.out_dir} exists and is not a folder")
+        again = "the same python -m trainers.tune command"
+        # a signal stops a trial at a step, the scoring between trials at once
+        with run_lock(self.out_dir, flag="--out"), StopSignals():
+            try:
+                return self._run(overwrite)
+            except TrainingStopped as stop:
+                raise TrainingStopped(stop.signum, f"stopped by {stop.signal_name} during a "
+                                      "trial (finished trials and the trial's last checkpoint "
+                                      f"are kept); continue the study with {again}") from None
+            except Exception as error:  # keras-tuner's FatalError from a full disk
+                if isinstance(error.__cause__, RunWriteError):
+                    raise error.__cause__.resumed_by(again) from None
+                raise
+
+    def _run(self, overwrite: bool) -> dict:
         continued = self.prepare(overwrite)
         tuner = self._tuner(overwrite)
         self.started, self.done_before = time.time(), len(self.records())
@@ -238,6 +260,8 @@ class Study:
             record.update({k: row.row[k] for k in ("acc", "nmi", "ari") if k in row.row})
             record.update(self._score(result.model, result.config, row, out, trial.trial_id))
             record["status"] = "completed"
+        except RunWriteError as error:  # the next trial would fail the same way: stop
+            raise kt.errors.FatalError(str(error)) from error
         except (NonFiniteLossError, ValueError, FloatingPointError) as error:
             record["reason"] = str(error).split("\n")[0]
         except Exception as error:  # anything else (out of memory, ...) is named by its type
