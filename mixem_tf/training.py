@@ -52,6 +52,7 @@ class RunResult:
     config: TrainConfig
     history: dict = field(default_factory=dict)
     readouts: list = field(default_factory=list)
+    pixels: dict = field(default_factory=dict)
     images_per_s: list = field(default_factory=list)
     model: keras.Model | None = None
 
@@ -348,8 +349,8 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
                                  "learning rate or check the data.")
 
     result = RunResult(out_dir, config, history, images_per_s=throughput.per_epoch, model=model)
-    result.readouts = evaluate_run(model, evaluation, num_clusters, config,
-                                   write_to=out_dir if strategy.is_chief else None)
+    result.readouts, result.pixels = evaluate_run(
+        model, evaluation, num_clusters, config, write_to=out_dir if strategy.is_chief else None)
     return result
 
 
@@ -383,28 +384,61 @@ def _save_epoch_target(out_dir: Path, saved: dict, epochs: int) -> None:
 
 
 def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None):
-    """Embeds the evaluation images, runs every read-out, writes metrics.json / readout.npz."""
+    """Embeds the evaluation images, runs every read-out, scores each without labels (and K-means
+    on pixels beside them, `mixem_tf.assessment`), writes metrics.json / readout.npz.
+
+    Each row gains "label_free" (the run-level scores and the read-out's label-free
+    temperature) and "cluster_scores" (one dict per cluster); metrics.json's "pixels" holds the
+    pixel baseline's, "label_free_images" how many images the scores read."""
+    from mixem_tf.assessment import assess_readouts, embed_views, scored_images
+
     features = model.predict(evaluation.images, batch_size=256, verbose=0)
     features = {name: np.asarray(value, dtype=np.float64) for name, value in features.items()}
     rows = readout_table(labels=evaluation.labels, num_clusters=num_clusters,
                          settings=config.readout_settings, default=model.default_readout,
                          seed=config.seed, **model.readout_inputs(features))
+    views = embed_views(model, evaluation.images[scored_images(evaluation.images, config.seed)],
+                        seed=config.seed)
+    assessment = assess_readouts(views, {readout_key(row): row for row in rows},
+                                 model.embedding_feature, num_clusters=num_clusters,
+                                 seed=config.seed)
+    for row in rows:
+        entry = assessment["readouts"][readout_key(row)]
+        row["label_free"] = {**entry["scores"], "temperature": entry["temperature"],
+                             "warning": entry["warning"]}
+        row["cluster_scores"] = entry["clusters"]
+    pixels = {"label_free": {**assessment["pixels"]["scores"],
+                             "temperature": assessment["pixels"]["temperature"]},
+              "cluster_scores": assessment["pixels"]["clusters"]}
     if write_to is not None:
         table = [{k: v for k, v in row.items() if k != "centroids"} for row in rows]
         checkpoints.write_json_atomic(Path(write_to) / "metrics.json", {
             "dataset": config.dataset, "method": config.method,
             "evaluate_on": config.evaluate_on, "evaluation_images": len(evaluation),
             "num_clusters": num_clusters, "readouts": table,
+            "label_free_images": assessment["images"], "pixels": pixels,
         })
         np.savez(Path(write_to) / "readout.npz", **{
             readout_key(row, sep="_"): row["centroids"]
             for row in rows if row["centroids"] is not None})
-    return rows
+    return rows, pixels
 
 
-def readout_report(rows) -> str:
-    """The read-out table as text, the default read-out marked with *."""
-    columns = ["feature", "normalize", "clustering", "acc", "nmi", "ari", "default"]
-    shown = [{**row, "normalize": "l2" if row["normalize"] else "raw",
+def readout_report(rows, pixels: dict | None = None) -> str:
+    """The read-out table as text, the default read-out marked with *: the label-free scores
+    (stability, separation, confidence, largest cluster share), ACC/NMI/ARI where labels
+    exist, and a last row for K-means on pixels (`pixels`: metrics.json's "pixels") when
+    given. A warning line follows when the default read-out is no more stable than pixels."""
+    from mixem_tf.quality import SCORE_NAMES
+
+    columns = ["feature", "normalize", "clustering", *SCORE_NAMES, "acc", "nmi", "ari",
+               "default"]
+    shown = [{**row.get("label_free", {}), **row, "normalize": "l2" if row["normalize"] else "raw",
               "default": "*" if row["default"] else ""} for row in rows]
-    return format_table(shown, [c for c in columns if c in rows[0] or c == "default"])
+    if pixels is not None:
+        shown.append({**pixels["label_free"], "feature": "pixels", "normalize": "raw",
+                      "clustering": "kmeans", "default": ""})
+    text = format_table(shown, [c for c in columns if c in shown[0] or c == "default"])
+    warning = next((row.get("label_free", {}).get("warning") for row in rows if row["default"]),
+                   None)
+    return f"{text}\n{warning}" if warning else text

@@ -164,7 +164,7 @@ def test_shuffling_the_labels_leaves_every_objective_unchanged():
         data.labels))
     values, accuracies = [], []
     for evaluation in (data, shuffled):
-        rows = evaluate_run(model, evaluation, 10, config)
+        rows, _ = evaluate_run(model, evaluation, 10, config)
         row = next(r for r in rows if r["default"])
         evidence = objectives.trial_evidence(model, evaluation.images, row)
         values.append((objectives.stability(evidence),

@@ -128,9 +128,12 @@ def main(argv=None) -> int:
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(readout_report(result.readouts))
+    print(readout_report(result.readouts, result.pixels))
     best = result.default_readout
-    scores = "  ".join(f"{k.upper()} {best[k]:.4f}" for k in ("acc", "nmi", "ari") if k in best)
+    shown = {"stability": best["label_free"]["stability"],
+             "separation": best["label_free"]["separation"],
+             **{k.upper(): best[k] for k in ("acc", "nmi", "ari") if k in best}}
+    scores = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
     print(f"run: {result.out_dir}  default read-out ({best['clustering']} on "
           f"{'L2-normalised ' if best['normalize'] else ''}{best['feature']}): {scores}")
     return 0
