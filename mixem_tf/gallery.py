@@ -21,11 +21,14 @@ def gallery_size(rows: int, columns: int, cell: int) -> tuple[int, int]:
     return LABEL_WIDTH + columns * (cell + PAD) + PAD, rows * (cell + PAD) + PAD
 
 
-def cluster_label(cluster: int, size: int, majority=None, purity: float | None = None) -> str:
-    """A row's text: the cluster and its size, then, where the training data's labels are
-    known, its majority label with its purity (the share of that label), so that "mostly
-    clothes" at 46% does not read as a clean cluster."""
+def cluster_label(cluster: int, size: int, majority=None, purity: float | None = None,
+                  confidence: float | None = None) -> str:
+    """A row's text: the cluster and its size, its images' mean confidence when given, then,
+    where the training data's labels are known, its majority label with its purity (the
+    share of that label), so that "mostly clothes" at 46% does not read as a clean cluster."""
     text = f"cluster {cluster}: {size} images"
+    if confidence is not None:
+        text += f"\nmean confidence {confidence:.2f}"
     if majority is None:
         return text
     share = f" ({purity:.0%})" if purity is not None else ""
