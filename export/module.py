@@ -21,8 +21,10 @@ Both return
 
 K-means read-outs: `distances` are squared Euclidean distances from the embedding to the K
 centroids, `cluster = argmin distances`, and `probabilities = softmax(-distances / T)`, where
-the temperature T is the mean squared distance of the run's evaluation images to their nearest
-centroid (the K-means inertia per image, set by `calibrate` and written to the model card).
+the temperature T is the read-out's label-free one (fitted by the run so that the
+probabilities predict the cluster of an augmented copy of each image, `mixem_tf.calibration`;
+for a run evaluated before that existed, the K-means inertia per image), set by `calibrate`
+and written to the model card.
 Argmax read-outs (a method's own assignment, e.g. MIX'EM's π or cdec's Student-t q: the
 read-out's feature is a probability vector): `probabilities` are that vector p,
 `cluster = argmax p`, `distances = 1 - p`, and the embedding is the method's
@@ -189,12 +191,15 @@ class ClusteringModule(tf.Module):
                  for i in range(0, len(images), batch_size)]
         return {name: np.concatenate([p[name].numpy() for p in parts]) for name in OUTPUTS}
 
-    def calibrate(self, images) -> np.ndarray:
-        """Sets T from `images` (the run's evaluation data); returns their cluster ids."""
+    def calibrate(self, images, temperature: float | None = None) -> np.ndarray:
+        """Sets T to `temperature` (the read-out's label-free T) or, when None, to the mean
+        squared distance of `images` (the run's evaluation data) to their nearest centroid;
+        returns their cluster ids."""
         outputs = self.predict(images)
         if not self.argmax:
-            nearest = outputs["distances"].min(axis=-1)
-            self.temperature.assign(float(max(nearest.mean(), MIN_TEMPERATURE)))
+            if temperature is None:
+                temperature = outputs["distances"].min(axis=-1).mean()
+            self.temperature.assign(float(max(temperature, MIN_TEMPERATURE)))
         return outputs["cluster"]
 
 

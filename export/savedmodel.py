@@ -111,6 +111,9 @@ def _model_card(run_dir, saved, config, readout, metrics, module, checkpoint) ->
         "readout": {"key": readout.key, "feature": readout.feature,
                     "normalize": readout.normalize, "clustering": readout.clustering,
                     "temperature": None if module.argmax else float(module.temperature.numpy()),
+                    "temperature_from": None if module.argmax else (
+                        "label-free: fitted to the clusters of augmented views"
+                        if "label_free" in readout.row else "K-means inertia per image"),
                     "embedding": f"{module.feature}" + (" (L2-normalised)"
                                                         if module.normalize else "")},
         "metrics": {"evaluate_on": metrics.get("evaluate_on"),
@@ -175,7 +178,8 @@ def export_run(run_dir, base_dir, model_name: str, *, readout: str | None = None
 
     module = ClusteringModule(model, chosen, saved["input_shape"],
                               max_image_pixels=max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
-    assignments = module.calibrate(evaluation.images)
+    assignments = module.calibrate(evaluation.images,
+                                   chosen.row.get("label_free", {}).get("temperature"))
     clusters = _clusters_table(assignments, evaluation.labels, module.num_clusters,
                                getattr(evaluation, "class_names", None))
     card = _model_card(run_dir, saved, config, chosen, metrics, module,

@@ -27,11 +27,8 @@ from mixem_tf.cluster import SKLEARN, kmeans, l2_normalize
 from mixem_tf.quality import (MAX_IMAGES, ClusterEvidence, cluster_scores, compare_to_pixels,
                               run_scores, sample_indices)
 
-__all__ = ["PIXELS", "Views", "assess_readouts", "embed_views", "readout_evidence",
-           "readout_logits", "scored_images"]
-
-#: The name of the pixel baseline's entry in an assessment.
-PIXELS = "pixels/raw/kmeans"
+__all__ = ["Views", "assess_pixels", "assess_readouts", "embed_views", "pixel_views",
+           "readout_evidence", "readout_logits", "scored_images"]
 
 
 @dataclass
@@ -55,28 +52,48 @@ def scored_images(images: np.ndarray, seed: int = 0, limit: int = MAX_IMAGES) ->
     return sample_indices(len(images), limit, seed)
 
 
+def _view_batches(images: np.ndarray, augment_config, seed: int, batch_size: int):
+    """(clean, augmented) float batches of uint8 `images`: `preprocess` and one view each from
+    an `Augmenter` seeded with `seed`, so that the same images always get the same views."""
+    from mixem_tf.augment import Augmenter, preprocess
+
+    augmenter = Augmenter(augment_config, seed=seed)
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        yield preprocess(batch, augment_config), augmenter(batch)
+
+
+def _flat(pixels) -> np.ndarray:
+    from keras import ops
+
+    pixels = ops.convert_to_numpy(pixels)
+    return pixels.reshape(len(pixels), -1).astype(np.float32)
+
+
 def embed_views(model, images: np.ndarray, *, seed: int = 0, batch_size: int = 256) -> Views:
     """Clean and augmented features (and pixels) of uint8 `images` under `model`'s views."""
     from keras import ops
 
-    from mixem_tf.augment import Augmenter, preprocess
-
-    augmenter = Augmenter(model.augment_config, seed=seed)
     parts = {"clean": [], "augmented": [], "clean_pixels": [], "augmented_pixels": []}
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        clean = preprocess(batch, model.augment_config)
-        views = augmenter(batch)
+    for clean, views in _view_batches(images, model.augment_config, seed, batch_size):
         for name, prepared in (("clean", clean), ("augmented", views)):
             output = model.embed_prepared(prepared)
             parts[name].append({f: ops.convert_to_numpy(v) for f, v in output.items()})
-        for name, pixels in (("clean_pixels", clean), ("augmented_pixels", views)):
-            pixels = ops.convert_to_numpy(pixels)
-            parts[name].append(pixels.reshape(len(pixels), -1).astype(np.float32))
+            parts[f"{name}_pixels"].append(_flat(prepared))
     features = {name: {f: np.concatenate([p[f] for p in parts[name]]) for f in
                        model.feature_names} for name in ("clean", "augmented")}
     return Views(features["clean"], features["augmented"],
                  np.concatenate(parts["clean_pixels"]), np.concatenate(parts["augmented_pixels"]))
+
+
+def pixel_views(images: np.ndarray, augment_config, *, seed: int = 0,
+                batch_size: int = 256) -> Views:
+    """The pixels of `images` and of one augmented copy each, with no model (the features
+    are the pixels): what `assess_pixels` reads."""
+    clean, augmented = zip(*((_flat(c), _flat(a)) for c, a in
+                             _view_batches(images, augment_config, seed, batch_size)))
+    clean, augmented = np.concatenate(clean), np.concatenate(augmented)
+    return Views({"pixels": clean}, {"pixels": augmented}, clean, augmented)
 
 
 def _space(readout, features: dict) -> np.ndarray:
@@ -128,15 +145,20 @@ def _pixel_evidence(views: Views, num_clusters: int, seed: int
                     ) -> tuple[ClusterEvidence, float]:
     result = kmeans(views.clean_pixels, num_clusters, settings=SKLEARN, seed=seed)
     row = _Row({"feature": "pixels", "normalize": False, "centroids": result.centroids})
-    pixels = {"clean": {"pixels": views.clean_pixels},
-              "augmented": {"pixels": views.augmented_pixels}}
-    return readout_evidence(row, Views(pixels["clean"], pixels["augmented"],
-                                       views.clean_pixels, views.augmented_pixels), "pixels")
+    pixels = Views({"pixels": views.clean_pixels}, {"pixels": views.augmented_pixels},
+                   views.clean_pixels, views.augmented_pixels)
+    return readout_evidence(row, pixels, "pixels")
 
 
 def _entry(evidence: ClusterEvidence, temperature: float, seed: int) -> dict:
     return {"temperature": temperature, "scores": run_scores(evidence, seed),
             "clusters": cluster_scores(evidence, seed)}
+
+
+def assess_pixels(views: Views, num_clusters: int, seed: int = 0) -> dict:
+    """The pixel baseline: K-means (scikit-learn's budget) on the clean images' pixels, scored
+    like a read-out: {"temperature", "scores", "clusters"}."""
+    return _entry(*_pixel_evidence(views, num_clusters, seed), seed)
 
 
 def assess_readouts(views: Views, readouts: dict, embedding_feature: str, *,
@@ -152,7 +174,7 @@ def assess_readouts(views: Views, readouts: dict, embedding_feature: str, *,
          "pixels": the same for K-means on pixels}; each read-out's entry also holds
         "warning" when it is no more stable than the pixels (else None).
     """
-    pixels = _entry(*_pixel_evidence(views, num_clusters, seed), seed)
+    pixels = assess_pixels(views, num_clusters, seed)
     entries = {}
     for name, readout in readouts.items():
         entry = _entry(*readout_evidence(readout, views, embedding_feature), seed)

@@ -9,7 +9,9 @@ Every score is computed from the images and the model only, per cluster and per 
   pipeline, a fixed seed) falls in the same cluster. A cluster that follows image content
   survives the nuisance the method was trained to ignore; one that splits under augmentation
   was drawn through a region the views move images across. The run's stability is the share
-  of all images that stay.
+  of all images that stay; its `kappa` is that share beyond chance (Cohen's κ between the
+  clean and augmented clusters), which a collapsed clustering (one cluster holding nearly
+  everything: trivially stable) cannot fake.
 - `separation`: the mean silhouette (Rousseeuw 1987) of the cluster's images on the read-out's
   feature (L2-normalised if the read-out is): near 1 when the cluster is tight and far from
   the others, near 0 or below when it borders or overlaps another.
@@ -32,14 +34,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAX_IMAGES", "SCORE_NAMES", "STABILITY_MARGIN", "ClusterEvidence",
-           "cluster_scores", "compare_to_pixels", "run_scores", "sample_indices"]
+__all__ = ["COLLAPSED_SHARE", "MAX_IMAGES", "SCORE_NAMES", "STABILITY_MARGIN",
+           "ClusterEvidence", "cluster_scores", "compare_to_pixels", "kappa", "run_scores",
+           "sample_indices"]
 
 MAX_IMAGES = 2000
 #: The run-level scores, in the order reports show them.
-SCORE_NAMES = ("stability", "separation", "confidence", "largest_share")
-#: How much more stable than pixels a model's clusters must be to count as "better".
+SCORE_NAMES = ("stability", "kappa", "separation", "confidence", "largest_share")
+#: How much more stable beyond chance (κ) than pixels a model's clusters must be to count
+#: as "better".
 STABILITY_MARGIN = 0.05
+#: A clustering whose largest cluster holds more than this share counts as collapsed.
+COLLAPSED_SHARE = 0.5
 
 
 @dataclass
@@ -127,13 +133,24 @@ def cluster_scores(evidence: ClusterEvidence, seed: int = 0) -> list[dict]:
     return rows
 
 
+def kappa(clusters: np.ndarray, augmented: np.ndarray, num_clusters: int) -> float:
+    """Cohen's κ of two assignments of the same images: (agreement − chance) / (1 − chance),
+    chance being Σ_k share_k(clean) · share_k(augmented); 0 when chance is 1."""
+    clean = np.bincount(clusters, minlength=num_clusters) / clusters.size
+    views = np.bincount(augmented, minlength=num_clusters) / augmented.size
+    chance = float(clean @ views)
+    observed = float(np.mean(clusters == augmented))
+    return 0.0 if chance >= 1.0 else (observed - chance) / (1.0 - chance)
+
+
 def run_scores(evidence: ClusterEvidence, seed: int = 0) -> dict:
     """The run's scores: stability (share of all images that stay in their cluster when
-    augmented), separation (mean silhouette), confidence (mean), largest_share, and the
-    number of empty clusters."""
+    augmented), kappa (that share beyond chance), separation (mean silhouette), confidence
+    (mean), largest_share, and the number of empty clusters."""
     _, silhouettes = _silhouettes(evidence, seed)
     sizes = np.bincount(evidence.clusters, minlength=evidence.num_clusters)
     return {"stability": float(np.mean(evidence.augmented == evidence.clusters)),
+            "kappa": kappa(evidence.clusters, evidence.augmented, evidence.num_clusters),
             "separation": float(silhouettes.mean()),
             "confidence": float(evidence.confidence.mean()),
             "largest_share": float(sizes.max() / sizes.sum()),
@@ -141,17 +158,21 @@ def run_scores(evidence: ClusterEvidence, seed: int = 0) -> dict:
 
 
 def compare_to_pixels(model: dict, pixels: dict) -> str | None:
-    """A warning when the model's clusters are not more stable under the method's views than
-    K-means on raw pixels (by `STABILITY_MARGIN`); None when they are. Both are `run_scores`.
+    """A warning when the model's clusters are collapsed, or not more stable beyond chance
+    (κ) under the method's views than K-means on raw pixels (by `STABILITY_MARGIN`); None
+    otherwise. Both are `run_scores`.
 
-    Stability is the measure compared because it is the one score that means the same in both
-    spaces (the share of images a view moves to another cluster); a silhouette depends on the
-    space it is measured in.
+    Stability is the measure compared because it means the same in both spaces (the share of
+    images a view moves to another cluster), chance-corrected so that uneven cluster sizes
+    do not pass for stability; a silhouette depends on the space it is measured in.
     """
-    if model["stability"] >= pixels["stability"] + STABILITY_MARGIN:
+    advice = ("Try more epochs (--resume --epochs N), a backbone from a longer run "
+              "(--init-from RUN), a smaller backbone (--backbone convnet), or another --method.")
+    if model["largest_share"] > COLLAPSED_SHARE:
+        return (f"warning: the clustering has collapsed: one cluster holds "
+                f"{model['largest_share']:.0%} of the images. {advice}")
+    if model["kappa"] >= pixels["kappa"] + STABILITY_MARGIN:
         return None
     return (f"warning: the trained clusters are no more stable under the method's views than "
-            f"K-means on raw pixels (stability {model['stability']:.2f} against "
-            f"{pixels['stability']:.2f}): training may have bought nothing. Try more epochs "
-            "(--resume --epochs N), a backbone from a longer run (--init-from RUN), a smaller "
-            "backbone (--backbone convnet), or another --method.")
+            f"K-means on raw pixels (stability beyond chance {model['kappa']:.2f} against "
+            f"{pixels['kappa']:.2f}): training may have bought nothing. {advice}")

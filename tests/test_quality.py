@@ -39,6 +39,8 @@ def test_a_cluster_that_splits_under_augmentation_scores_lower_and_the_others_sc
         assert row["confidence"] == pytest.approx(0.9)
     run = run_scores(evidence)
     assert run["stability"] == pytest.approx(100 / 120)
+    chance = 1 / 3 * (20 / 120) + 1 / 3 * (60 / 120) + 1 / 3 * (40 / 120)
+    assert run["kappa"] == pytest.approx((100 / 120 - chance) / (1 - chance))
     assert run["largest_share"] == pytest.approx(1 / 3)
     assert run["empty_clusters"] == 0
 
@@ -81,9 +83,22 @@ def test_mismatched_evidence_is_refused_in_one_line():
         ClusterEvidence(np.array([0, 2]), np.array([0, 2]), np.ones((2, 2)), np.ones((2, 1)))
 
 
-def test_a_model_no_more_stable_than_pixels_gets_a_warning_naming_what_to_try():
-    pixels = {"stability": 0.70}
-    assert compare_to_pixels({"stability": 0.90}, pixels) is None
-    warning = compare_to_pixels({"stability": 0.72}, pixels)
-    assert warning.startswith("warning: ") and "0.72 against 0.70" in warning
+def test_kappa_discounts_the_stability_that_uneven_sizes_give_by_chance():
+    collapsed = np.array([0] * 96 + [1] * 4)
+    moved = collapsed.copy()
+    moved[[0, 1, 96, 97]] = [1, 1, 0, 0]  # 96% stay, yet no better than chance
+    assert np.mean(moved == collapsed) == 0.96
+    assert quality.kappa(collapsed, moved, 2) == pytest.approx(
+        (0.96 - 0.9232) / (1 - 0.9232))
+    assert quality.kappa(collapsed, collapsed, 2) == 1.0
+    assert quality.kappa(np.zeros(5, int), np.zeros(5, int), 2) == 0.0
+
+
+def test_a_model_no_more_stable_than_pixels_or_collapsed_gets_a_warning_naming_what_to_try():
+    pixels = {"kappa": 0.60}
+    assert compare_to_pixels({"kappa": 0.80, "largest_share": 0.2}, pixels) is None
+    warning = compare_to_pixels({"kappa": 0.62, "largest_share": 0.2}, pixels)
+    assert warning.startswith("warning: ") and "0.62 against 0.60" in warning
     assert "--epochs" in warning and "--init-from" in warning and "--method" in warning
+    collapsed = compare_to_pixels({"kappa": 0.9, "largest_share": 0.96}, pixels)
+    assert "collapsed: one cluster holds 96% of the images" in collapsed

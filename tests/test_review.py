@@ -54,14 +54,15 @@ def test_an_unlabeled_folder_run_prints_a_table_with_numbers(unlabeled, capsys):
     code, stdout, err = call_entry_point(main, capsys, *args)
     assert code == 0, err
     header = stdout.splitlines()[0].split()
-    assert header[:7] == ["feature", "normalize", "clustering", "stability", "separation",
-                          "confidence", "largest_share"]
+    assert header[:8] == ["feature", "normalize", "clustering", "stability", "kappa",
+                          "separation", "confidence", "largest_share"]
     assert "acc" not in header
     rows = [line.split() for line in stdout.splitlines()[1:] if line[:1] in "hzp"]
     assert {row[0] for row in rows} == {"h", "z", "pixels"}
     for row in rows:  # every score is a number in its range
-        values = [float(v) for v in row[3:7]]
-        assert 0 <= values[0] <= 1 and -1 <= values[1] <= 1 and 0 < values[2] <= 1
+        stability, kappa, separation, confidence, share = (float(v) for v in row[3:8])
+        assert 0 <= stability <= 1 and -1 <= kappa <= 1 and -1 <= separation <= 1
+        assert 1 / K <= confidence <= 1 and 1 / K <= share <= 1
     assert re.search(r"default read-out \(kmeans on L2-normalised h\): stability 0\.\d{4}  "
                      r"separation -?0\.\d{4}$", stdout.strip().splitlines()[-1])
     metrics = json.loads((out / "metrics.json").read_text())
