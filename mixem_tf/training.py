@@ -7,7 +7,8 @@ the run directory:
     runs/NAME/config.json      every setting, library versions, backend
     runs/NAME/checkpoints/     model + optimiser after every epoch (atomic), checkpoint.json
     runs/NAME/history.csv      per-epoch logs (every loss term, throughput)
-    runs/NAME/logs/            TensorBoard logs (when TensorFlow is installed)
+    runs/NAME/logs/            TensorBoard logs (when TensorFlow is installed); logs/projector:
+                               the default read-out's embeddings for its projector
     runs/NAME/metrics.json     the read-out table with cluster-size histograms
     runs/NAME/readout.npz      K-means centroids of every read-out (for export)
     runs/NAME/skipped_files.csv  `folder:` data: every file not used, with the reason
@@ -39,6 +40,7 @@ from mixem_tf.report import format_table
 from mixem_tf.versions import library_versions
 
 SKIPPED_FILE = "skipped_files.csv"
+LOG_DIR = "logs"
 
 __all__ = ["RunResult", "evaluate_run", "make_optimizer", "readout_report",
            "train_run"]
@@ -221,7 +223,7 @@ def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, 
         try:
             import tensorflow  # noqa: F401  (TensorBoard's writer needs it)
 
-            callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs")))
+            callbacks.append(keras.callbacks.TensorBoard(str(out_dir / LOG_DIR)))
         except ImportError:
             if verbose:
                 print("note: TensorFlow is not installed, so no TensorBoard logs are written "
@@ -411,6 +413,7 @@ def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None):
                              "temperature": assessment["pixels"]["temperature"]},
               "cluster_scores": assessment["pixels"]["clusters"]}
     if write_to is not None:
+        _write_projector(Path(write_to), model, evaluation, rows, views, config.seed)
         table = [{k: v for k, v in row.items() if k != "centroids"} for row in rows]
         checkpoints.write_json_atomic(Path(write_to) / "metrics.json", {
             "dataset": config.dataset, "method": config.method,
@@ -422,6 +425,25 @@ def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None):
             readout_key(row, sep="_"): row["centroids"]
             for row in rows if row["centroids"] is not None})
     return rows, pixels
+
+
+def _write_projector(run_dir: Path, model, evaluation, rows, views, seed) -> None:
+    """The default read-out's space of the scored images in TensorBoard's projector
+    (RUN/logs/projector), coloured by cluster, confidence and stability."""
+    from mixem_tf.assessment import readout_evidence, scored_images
+    from mixem_tf.projector import write_projector
+
+    row = next(r for r in rows if r["default"])
+    evidence, _ = readout_evidence(row, views, model.embedding_feature)
+    index = scored_images(evaluation.images, seed)
+    metadata = {"cluster": evidence.clusters.tolist(),
+                "confidence": [f"{c:.3f}" for c in evidence.confidence],
+                "stays when augmented": (evidence.augmented == evidence.clusters).tolist()}
+    if evaluation.labels is not None:
+        names = evaluation.class_names
+        metadata["label"] = [names[y] if names else int(y) for y in evaluation.labels[index]]
+    write_projector(run_dir / LOG_DIR / "projector", evidence.features,
+                    evaluation.images[index], metadata, name=readout_key(row))
 
 
 def readout_report(rows, pixels: dict | None = None) -> str:

@@ -102,3 +102,28 @@ def test_a_model_no_more_stable_than_pixels_or_collapsed_gets_a_warning_naming_w
     assert "--epochs" in warning and "--init-from" in warning and "--method" in warning
     collapsed = compare_to_pixels({"kappa": 0.9, "largest_share": 0.96}, pixels)
     assert "collapsed: one cluster holds 96% of the images" in collapsed
+
+
+def test_the_projector_files_hold_one_row_and_one_sprite_cell_per_image(tmp_path):
+    pytest.importorskip("tensorboard")
+    from google.protobuf import text_format
+    from PIL import Image
+    from tensorboard.plugins import projector
+
+    from mixem_tf.projector import write_projector
+
+    images = np.random.default_rng(0).integers(0, 255, (10, 8, 8, 1), dtype=np.uint8)
+    embedding = np.arange(30, dtype=np.float32).reshape(10, 3)
+    folder = write_projector(tmp_path / "projector", embedding, images,
+                             {"cluster": [i % 2 for i in range(10)],
+                              "label": [f"c{i}" for i in range(10)]}, name="z/l2/kmeans")
+    config = text_format.Parse((folder / "projector_config.pbtxt").read_text(),
+                               projector.ProjectorConfig())
+    entry = config.embeddings[0]
+    assert (entry.tensor_name, entry.tensor_path, entry.metadata_path) == (
+        "z/l2/kmeans", "tensors.tsv", "metadata.tsv")
+    np.testing.assert_allclose(np.loadtxt(folder / "tensors.tsv"), embedding)
+    rows = (folder / "metadata.tsv").read_text().splitlines()
+    assert rows[0] == "cluster\tlabel" and rows[3] == "0\tc2" and len(rows) == 11
+    with Image.open(folder / entry.sprite.image_path) as sprite:  # 4 × 4 cells for 10 images
+        assert sprite.size == (4 * entry.sprite.single_image_dim[0],) * 2
