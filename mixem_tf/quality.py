@@ -34,13 +34,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["COLLAPSED_SHARE", "MAX_IMAGES", "SCORE_NAMES", "STABILITY_MARGIN",
+__all__ = ["COLLAPSED_SHARE", "MAX_IMAGES", "SCORE_NAMES", "STABILITY_MARGIN", "TABLE_SCORES",
            "ClusterEvidence", "cluster_scores", "compare_to_pixels", "kappa", "run_scores",
            "sample_indices"]
 
 MAX_IMAGES = 2000
 #: The run-level scores, in the order reports show them.
 SCORE_NAMES = ("stability", "kappa", "separation", "confidence", "largest_share")
+#: The scores a read-out table shows beside its sizes or ACC/NMI/ARI.
+TABLE_SCORES = ("stability", "kappa", "separation", "confidence")
 #: How much more stable beyond chance (κ) than pixels a model's clusters must be to count
 #: as "better".
 STABILITY_MARGIN = 0.05

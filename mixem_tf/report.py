@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["format_table"]
+__all__ = ["format_table", "readout_report", "scores_text"]
 
 
 def _cell(value) -> str:
@@ -27,3 +27,44 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
     return "\n".join(lines)
+
+
+def scores_text(row: dict) -> str:
+    """ACC/NMI/ARI when the data has labels, else the cluster sizes' range."""
+    if "acc" in row:
+        return f"ACC {row['acc']:.4f}, NMI {row['nmi']:.4f}, ARI {row['ari']:.4f}"
+    sizes = [s for s in row["cluster_sizes"] if s]
+    return (f"{len(sizes)} non-empty clusters of {min(sizes)} to {max(sizes)} images "
+            "(no labels to score against)")
+
+
+def readout_report(readouts, pixels: dict | None = None) -> str:
+    """The read-out table as text, the default read-out marked with *: each read-out's
+    label-free scores (`quality.TABLE_SCORES`, where measured), then ACC/NMI/ARI when the data
+    has labels or the cluster sizes when not, and a last row for K-means on pixels
+    (`pixels`: an `assessment.assess_pixels` result) when given. The default read-out's
+    warning against pixels, if any, follows the table."""
+    from mixem_tf.quality import TABLE_SCORES
+
+    labelled = "acc" in readouts[0].row
+    shown = []
+    for readout in readouts:
+        sizes = [s for s in readout.row["cluster_sizes"] if s]
+        scores = readout.row.get("label_free", {})
+        shown.append({"readout": readout.name, "K": readout.num_clusters,
+                      **{name: scores[name] for name in TABLE_SCORES if name in scores},
+                      **({k: readout.row[k] for k in ("acc", "nmi", "ari")} if labelled else
+                         {"non-empty": len(sizes), "smallest": min(sizes),
+                          "largest": max(sizes)}),
+                      "default": "*" if readout.row["default"] else ""})
+    if pixels:
+        sizes = [c["size"] for c in pixels["cluster_scores"] if c["size"]]
+        shown.append({"readout": "pixels/raw/kmeans (baseline)",
+                      "K": len(pixels["cluster_scores"]),
+                      **{name: pixels["label_free"][name] for name in TABLE_SCORES},
+                      **({} if labelled else {"non-empty": len(sizes), "smallest": min(sizes),
+                                              "largest": max(sizes)})})
+    table = format_table(shown, list(dict.fromkeys(key for row in shown for key in row)))
+    warning = next((r.row.get("label_free", {}).get("warning") for r in readouts
+                    if r.row["default"]), None)
+    return f"{table}\n{warning}" if warning else table

@@ -9,8 +9,9 @@ the run directory:
     runs/NAME/history.csv      per-epoch logs (every loss term, throughput)
     runs/NAME/logs/            TensorBoard logs (when TensorFlow is installed); logs/projector:
                                the default read-out's embeddings for its projector
-    runs/NAME/metrics.json     the read-out table with cluster-size histograms
-    runs/NAME/readout.npz      K-means centroids of every read-out (for export)
+    runs/NAME/features/        evaluation features of the latest checkpoint (mixem_tf.features)
+    runs/NAME/metrics.json     the read-out table with cluster-size histograms (mixem_tf.readouts)
+    runs/NAME/readout.npz      every read-out's fitted parameters (for export)
     runs/NAME/skipped_files.csv  `folder:` data: every file not used, with the reason
 """
 
@@ -31,19 +32,25 @@ import keras
 from mixem_tf import checkpoints
 from mixem_tf.callbacks import (EpochCheckpoint, EpochTimeEstimate, HistoryCSV, MethodHooks,
                                 NonFiniteLossError, StopOnNonFiniteLoss, Throughput)
-from mixem_tf.cluster import readout_table
+from mixem_tf.cluster import SETTINGS_BY_NAME
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.methods import build_method, method_class
 from mixem_tf.settings import TrainConfig
-from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config, readout_key
-from mixem_tf.report import format_table
+from mixem_tf.readouts import Readout, fit_readout, quick_budget, save_readouts
+from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config
+from mixem_tf.report import readout_report, scores_text
 from mixem_tf.versions import library_versions
 
 SKIPPED_FILE = "skipped_files.csv"
 LOG_DIR = "logs"
+#: metrics.json's entry for the pixel baseline's label-free scores (`assessment.assess_pixels`).
+PIXELS_ENTRY = "pixels"
 
-__all__ = ["RunResult", "evaluate_run", "make_optimizer", "readout_report",
-           "train_run"]
+__all__ = ["READOUT_MODES", "RunResult", "evaluate_run", "make_optimizer", "train_run"]
+
+#: What a run's evaluation fits: the default read-out only; every read-out, the non-default
+#: K-means rows at a smaller budget (`readouts.quick_budget`); every read-out at the run's.
+READOUT_MODES = ("default", "all", "paper")
 
 
 @dataclass
@@ -53,14 +60,15 @@ class RunResult:
     out_dir: Path
     config: TrainConfig
     history: dict = field(default_factory=dict)
-    readouts: list = field(default_factory=list)
-    pixels: dict = field(default_factory=dict)
+    readouts: list[Readout] = field(default_factory=list)
+    pixels: dict = field(default_factory=dict)  # the pixel baseline's label-free scores
     images_per_s: list = field(default_factory=list)
     model: keras.Model | None = None
+    k_choice: object = None  # choosing_k.KChoice of a run with --clusters auto
 
     @property
-    def default_readout(self) -> dict:
-        return next(row for row in self.readouts if row["default"])
+    def default_readout(self) -> Readout:
+        return next(r for r in self.readouts if r.row["default"])
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -239,18 +247,25 @@ def check_init_from(run_dir) -> None:
 
 
 def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
-              epochs: int | None = None, verbose: int = 1, deterministic: bool = False) -> RunResult:
+              epochs: int | None = None, verbose: int = 1, deterministic: bool = False,
+              readouts: str = "all") -> RunResult:
     """Trains (or resumes) one run and evaluates its read-outs; see the module docstring.
+
+    Args:
+        readouts: which read-outs the evaluation fits (`READOUT_MODES`).
 
     Raises:
         ValueError / PermissionError / DatasetUnavailableError: bad settings, found before
             anything is written.
         NonFiniteLossError: the loss became NaN or infinite (the last good checkpoint stays).
     """
-    from mixem_tf.data import load_protocol
     from mixem_tf.data.folder import SkippedFilesWarning
+    from mixem_tf.runs import load_run_data
 
     out_dir = Path(out_dir)
+    if readouts not in READOUT_MODES:
+        raise ValueError(f"--readouts must be one of {', '.join(READOUT_MODES)}, got "
+                         f"{readouts!r}")
     if resume:
         saved = load_run_config(out_dir, flag="--resume")
         config = TrainConfig.from_saved(saved["settings"])
@@ -272,13 +287,9 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     strategy = _Strategy(config.strategy)
     with warnings.catch_warnings():  # the run prints its own summary of skipped files
         warnings.simplefilter("ignore", SkippedFilesWarning)
-        train, evaluation = load_protocol(
-            config.dataset, train_on=config.train_on, evaluate_on=config.evaluate_on,
-            data_dir=config.data_dir,
-            image_size=config.image_size if config.dataset.startswith("folder:") else None,
-        )
+        train, evaluation = load_run_data(config)
     scan = getattr(train, "scan", None)
-    num_clusters = _number_of_clusters(config, train, evaluation)
+    num_clusters = _number_of_clusters(config, train, evaluation, verbose)
     if config.batch_size > len(train):
         raise ValueError(f"batch size {config.batch_size} is larger than the training data "
                          f"({len(train)} images)")
@@ -351,20 +362,51 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
                                  "learning rate or check the data.")
 
     result = RunResult(out_dir, config, history, images_per_s=throughput.per_epoch, model=model)
-    result.readouts, result.pixels = evaluate_run(
-        model, evaluation, num_clusters, config, write_to=out_dir if strategy.is_chief else None)
+    result.readouts = evaluate_run(model, evaluation, num_clusters, config,
+                                   write_to=out_dir if strategy.is_chief else None,
+                                   readouts=readouts, verbose=bool(verbose))
+    if strategy.is_chief:
+        from mixem_tf.readouts import load_metrics
+
+        result.pixels = load_metrics(out_dir).get(PIXELS_ENTRY, {})
+    if config.choose_clusters and strategy.is_chief:
+        from mixem_tf.readouts import load_readouts
+        from mixem_tf.reclustering import plan, recluster
+
+        chosen = recluster(plan(out_dir, tuple(config.choose_clusters)), make_default=True,
+                           model=model, evaluation=evaluation, verbose=bool(verbose))
+        result.k_choice = chosen.choice
+        result.readouts = load_readouts(out_dir)
     return result
 
 
-def _number_of_clusters(config, train, evaluation) -> int:
-    """K: `--clusters`, else the dataset's class count; checked against the data."""
-    if config.clusters:
+def _number_of_clusters(config, train, evaluation, verbose) -> int:
+    """K: `--clusters`, else the dataset's class count; checked against the data. Where K
+    comes from a folder's sub-folders, or is chosen after training, the run says so."""
+    labels_from_folders = (config.dataset.startswith("folder:")
+                           and (train.num_classes or evaluation.num_classes))
+    if labels_from_folders and verbose:
+        names = train.class_names or evaluation.class_names or ()
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        print(f"labels: the {len(names)} sub-folders of {config.dataset[len('folder:'):]} "
+              f"({shown}) are taken as classes: "
+              + ("" if config.clusters else f"K = {len(names)} and ")
+              + "ACC/NMI are scored against them; choose K with --clusters K or --clusters "
+              "auto, or ignore the sub-folders with --folder-labels none", file=sys.stderr)
+    if config.choose_clusters:
+        num_clusters, source = config.clusters, "--clusters auto"
+        if verbose:
+            low, high = config.choose_clusters
+            print(f"--clusters {low}..{high}: the method's heads are built for K = {high}, "
+                  "and K is chosen without labels after training (trainers.recluster)",
+                  file=sys.stderr)
+    elif config.clusters:
         num_clusters, source = config.clusters, "--clusters"
     else:
         num_clusters = train.num_classes or evaluation.num_classes
         if num_clusters is None:
             raise ValueError(f"{config.dataset} has no labels to count classes: pass "
-                             "--clusters K")
+                             "--clusters K, or --clusters auto to choose K after training")
         source = (f"the {num_clusters} sub-folder(s) of {config.dataset[len('folder:'):]}"
                   if config.dataset.startswith("folder:")
                   else f"the {num_clusters} classes of {config.dataset}")
@@ -385,82 +427,78 @@ def _save_epoch_target(out_dir: Path, saved: dict, epochs: int) -> None:
         checkpoints.write_json_atomic(out_dir / CONFIG_FILE, saved)
 
 
-def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None):
-    """Embeds the evaluation images, runs every read-out, scores each without labels (and K-means
-    on pixels beside them, `mixem_tf.assessment`), writes metrics.json / readout.npz.
+def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None,
+                 readouts: str = "all", verbose: bool = False) -> list[Readout]:
+    """Embeds the evaluation images, clean and one augmented view each (kept in the run's
+    features/), fits the default read-out at the run's K-means budget (and says its scores at
+    once with `verbose`), then the rest of the table as `readouts` says (`READOUT_MODES`);
+    scores every read-out without labels beside K-means on pixels (`mixem_tf.assessment`: the
+    rows' "label_free" and "cluster_scores", a label-free `temperature`); writes metrics.json
+    (the pixel baseline under `PIXELS_ENTRY`), readout.npz and the projector's files anew.
+    """
+    from mixem_tf.assessment import assess_pixels, score_readouts
+    from mixem_tf.checkpoints import CheckpointWarning
+    from mixem_tf.features import embed, evaluation_features
 
-    Each row gains "label_free" (the run-level scores and the read-out's label-free
-    temperature) and "cluster_scores" (one dict per cluster); metrics.json's "pixels" holds the
-    pixel baseline's, "label_free_images" how many images the scores read."""
-    from mixem_tf.assessment import assess_readouts, embed_views, scored_images
-
-    features = model.predict(evaluation.images, batch_size=256, verbose=0)
-    features = {name: np.asarray(value, dtype=np.float64) for name, value in features.items()}
-    rows = readout_table(labels=evaluation.labels, num_clusters=num_clusters,
-                         settings=config.readout_settings, default=model.default_readout,
-                         seed=config.seed, **model.readout_inputs(features))
-    views = embed_views(model, evaluation.images[scored_images(evaluation.images, config.seed)],
-                        seed=config.seed)
-    assessment = assess_readouts(views, {readout_key(row): row for row in rows},
-                                 model.embedding_feature, num_clusters=num_clusters,
-                                 seed=config.seed)
-    for row in rows:
-        entry = assessment["readouts"][readout_key(row)]
-        row["label_free"] = {**entry["scores"], "temperature": entry["temperature"],
-                             "warning": entry["warning"]}
-        row["cluster_scores"] = entry["clusters"]
-    pixels = {"label_free": {**assessment["pixels"]["scores"],
-                             "temperature": assessment["pixels"]["temperature"]},
-              "cluster_scores": assessment["pixels"]["clusters"]}
     if write_to is not None:
-        _write_projector(Path(write_to), model, evaluation, rows, views, config.seed)
-        table = [{k: v for k, v in row.items() if k != "centroids"} for row in rows]
-        checkpoints.write_json_atomic(Path(write_to) / "metrics.json", {
+        with warnings.catch_warnings():  # a checkpoint fallback was reported when restored
+            warnings.simplefilter("ignore", CheckpointWarning)
+            features, augmented = (
+                evaluation_features(write_to, view, model=model, evaluation=evaluation,
+                                    seed=config.seed, verbose=False)
+                for view in ("clean", "augmented"))
+    else:
+        features = embed(model, evaluation.images)
+        augmented = embed(model, evaluation.images, augment_seed=config.seed)
+    settings = SETTINGS_BY_NAME[config.readout_settings]
+    quick = settings if readouts == "paper" else quick_budget(settings)
+    context = model.readout_context(features)
+
+    def fit(spec, budget):
+        return fit_readout(spec, features, num_clusters, run_clusters=num_clusters,
+                           labels=evaluation.labels, settings=budget, seed=config.seed,
+                           context=context)
+
+    default_spec = model.default_spec()
+    default = fit(default_spec, settings)
+    default.row["default"] = True
+    if verbose:
+        print(f"default read-out {default.name}: {scores_text(default.row)}", file=sys.stderr)
+    fitted = [default if spec == default_spec else fit(spec, quick)
+              for spec in model.readout_specs() if readouts != "default" or spec == default_spec]
+    if default not in fitted:
+        fitted.insert(0, default)
+    pixels = assess_pixels(evaluation.images, model.augment_config, num_clusters,
+                           seed=config.seed)
+    score_readouts(fitted, features, augmented, model.embedding_feature, pixels=pixels,
+                   seed=config.seed)
+    if write_to is not None:
+        save_readouts(write_to, fitted, header={
             "dataset": config.dataset, "method": config.method,
             "evaluate_on": config.evaluate_on, "evaluation_images": len(evaluation),
-            "num_clusters": num_clusters, "readouts": table,
-            "label_free_images": assessment["images"], "pixels": pixels,
-        })
-        np.savez(Path(write_to) / "readout.npz", **{
-            readout_key(row, sep="_"): row["centroids"]
-            for row in rows if row["centroids"] is not None})
-    return rows, pixels
+            "num_clusters": num_clusters, "embedding_feature": model.embedding_feature,
+            PIXELS_ENTRY: pixels})
+        _write_projector(Path(write_to), default, features, augmented, model, evaluation,
+                         config.seed)
+    return fitted
 
 
-def _write_projector(run_dir: Path, model, evaluation, rows, views, seed) -> None:
-    """The default read-out's space of the scored images in TensorBoard's projector
-    (RUN/logs/projector), coloured by cluster, confidence and stability."""
-    from mixem_tf.assessment import readout_evidence, scored_images
+def _write_projector(run_dir: Path, readout, clean, augmented, model, evaluation,
+                     seed) -> None:
+    """The default read-out's space of a seeded sample of evaluation images in TensorBoard's
+    projector (RUN/logs/projector), with cluster, confidence and stability per image."""
+    from mixem_tf.assessment import readout_evidence
     from mixem_tf.projector import write_projector
+    from mixem_tf.quality import MAX_IMAGES, sample_indices
 
-    row = next(r for r in rows if r["default"])
-    evidence, _ = readout_evidence(row, views, model.embedding_feature)
-    index = scored_images(evaluation.images, seed)
-    metadata = {"cluster": evidence.clusters.tolist(),
-                "confidence": [f"{c:.3f}" for c in evidence.confidence],
-                "stays when augmented": (evidence.augmented == evidence.clusters).tolist()}
+    index = sample_indices(len(evaluation.images), MAX_IMAGES, seed)
+    evidence, _ = readout_evidence(readout, clean, augmented, model.embedding_feature)
+    clusters = evidence.clusters[index]
+    metadata = {"cluster": clusters.tolist(),
+                "confidence": [f"{c:.3f}" for c in evidence.confidence[index]],
+                "stays when augmented": (evidence.augmented[index] == clusters).tolist()}
     if evaluation.labels is not None:
         names = evaluation.class_names
         metadata["label"] = [names[y] if names else int(y) for y in evaluation.labels[index]]
-    write_projector(run_dir / LOG_DIR / "projector", evidence.features,
-                    evaluation.images[index], metadata, name=readout_key(row))
-
-
-def readout_report(rows, pixels: dict | None = None) -> str:
-    """The read-out table as text, the default read-out marked with *: the label-free scores
-    (stability, separation, confidence, largest cluster share), ACC/NMI/ARI where labels
-    exist, and a last row for K-means on pixels (`pixels`: metrics.json's "pixels") when
-    given. A warning line follows when the default read-out is no more stable than pixels."""
-    from mixem_tf.quality import SCORE_NAMES
-
-    columns = ["feature", "normalize", "clustering", *SCORE_NAMES, "acc", "nmi", "ari",
-               "default"]
-    shown = [{**row.get("label_free", {}), **row, "normalize": "l2" if row["normalize"] else "raw",
-              "default": "*" if row["default"] else ""} for row in rows]
-    if pixels is not None:
-        shown.append({**pixels["label_free"], "feature": "pixels", "normalize": "raw",
-                      "clustering": "kmeans", "default": ""})
-    text = format_table(shown, [c for c in columns if c in shown[0] or c == "default"])
-    warning = next((row.get("label_free", {}).get("warning") for row in rows if row["default"]),
-                   None)
-    return f"{text}\n{warning}" if warning else text
+    write_projector(run_dir / LOG_DIR / "projector", evidence.features[index],
+                    evaluation.images[index], metadata, name=readout.name)

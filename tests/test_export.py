@@ -16,7 +16,8 @@ tf = pytest.importorskip("tensorflow")
 
 from export import savedmodel  # noqa: E402
 from export.savedmodel import MetricGate, export_run  # noqa: E402
-from mixem_tf.runs import load_evaluation, load_readout, load_run  # noqa: E402
+from mixem_tf.readouts import load_readout  # noqa: E402
+from mixem_tf.runs import load_evaluation, load_run  # noqa: E402
 from mixem_tf.cli import run as run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +58,7 @@ def test_layout_assets_and_versions(exported_model, digits_run, tmp_path):
     assert card["readout"]["temperature"] > 0 and "nmi" in card["metrics"] and card["created"]
     default = next(r for r in json.loads((digits_run / "metrics.json").read_text())["readouts"]
                    if r["default"])  # the run's label-free T is the one served
-    assert card["readout"]["temperature"] == pytest.approx(
-        default["label_free"]["temperature"], rel=1e-6)
+    assert card["readout"]["temperature"] == pytest.approx(default["temperature"], rel=1e-6)
     assert card["readout"]["temperature_from"].startswith("label-free")
     clusters = json.loads((exported_model / "assets" / "clusters.json").read_text())
     assert clusters["labels_available"] and len(clusters["clusters"]) == card["num_clusters"]

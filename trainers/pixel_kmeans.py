@@ -69,16 +69,15 @@ def parse_args(argv):
 
 def label_free_pixels(evaluation, *, num_clusters, views: str, seed: int,
                       image_size=None) -> dict:
-    """The label-free scores of K-means on pixels (a run's "pixels" row) on a seeded sample of
-    `evaluation`, under method `views`' augmentation at the dataset's (or `image_size`)
-    resolution."""
-    from mixem_tf.assessment import assess_pixels, pixel_views, scored_images
+    """The label-free scores of K-means on pixels (a run's pixels row, `assess_pixels`) on a
+    seeded sample of `evaluation`, under method `views`' augmentation at the dataset's (or
+    `image_size`) resolution."""
+    from mixem_tf.assessment import assess_pixels
     from mixem_tf.methods import method_class
 
     config = method_class(views).augmentation(evaluation.name, image_size)
-    images = evaluation.images[scored_images(evaluation.images, seed)]
-    entry = assess_pixels(pixel_views(images, config, seed=seed), num_clusters, seed)
-    return {"images": len(images), **entry["scores"], "temperature": entry["temperature"]}
+    entry = assess_pixels(evaluation.images, config, num_clusters, seed=seed)
+    return {"images": entry["images"], **entry["label_free"]}
 
 
 def main(argv=None) -> int:

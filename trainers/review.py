@@ -45,77 +45,84 @@ def _thumbnail_source(evaluation, index: np.ndarray):
     return make
 
 
-def _table(metrics: dict, assessment: dict | None) -> list:
-    """The page's read-out rows: metrics.json's label-free scores (or, for a run evaluated
-    before they existed, `assessment`'s) and its checks."""
-    from mixem_tf.runs import readout_key
+def _table(readouts, pixels: dict) -> list:
+    """The page's read-out rows (label-free scores, and ACC/NMI/ARI where labels exist), then
+    the pixel baseline's."""
+    from mixem_tf.quality import SCORE_NAMES
 
-    rows = []
-    for row in metrics["readouts"]:
-        name = readout_key(row)
-        scores = row.get("label_free") or assessment["readouts"][name]["scores"]
-        rows.append({"name": name, "default": row.get("default", False), **scores,
-                     **{k: row[k] for k in ("acc", "nmi", "ari") if k in row}})
-    pixels = (metrics.get("pixels") or {}).get("label_free") or assessment["pixels"]["scores"]
-    rows.append({"name": "pixels/raw/kmeans (baseline)", **pixels})
+    rows = [{"name": r.name, "default": r.row.get("default", False),
+             **{k: r.row["label_free"][k] for k in SCORE_NAMES},
+             **{k: r.row[k] for k in ("acc", "nmi", "ari") if k in r.row}} for r in readouts]
+    rows.append({"name": "pixels/raw/kmeans (baseline)",
+                 **{k: pixels["label_free"][k] for k in SCORE_NAMES}})
     return rows
 
 
 def build_review(run_dir, *, readout=None, max_images: int = 5000, seed: int = 0):
-    """The `ReviewData` of a run: its model and read-out on a sample of its evaluation data."""
-    from mixem_tf.assessment import (assess_readouts, embed_views, readout_evidence,
-                                     scored_images)
-    from mixem_tf.quality import MAX_IMAGES, cluster_scores
-    from mixem_tf.review import (MAX_MAP_POINTS, ReviewData, map_coordinates,
-                                 typical_members)
-    from mixem_tf.runs import load_evaluation, load_metrics, load_readout, load_run, \
-        readout_key
+    """The `ReviewData` of a run: its read-out on a sample of its evaluation data, from the
+    run's kept features (computed once if missing). A run evaluated before label-free scores
+    existed is scored here (not written back)."""
+    from mixem_tf.assessment import assess_pixels, readout_evidence, score_readouts
+    from mixem_tf.features import evaluation_features
+    from mixem_tf.methods import method_class
+    from mixem_tf.quality import MAX_IMAGES, ClusterEvidence, cluster_scores, sample_indices
+    from mixem_tf.readouts import load_metrics, load_readout, load_readouts
+    from mixem_tf.review import MAX_MAP_POINTS, ReviewData, map_coordinates, typical_members
+    from mixem_tf.runs import load_evaluation, load_run_config
+    from mixem_tf.settings import TrainConfig
+    from mixem_tf.training import PIXELS_ENTRY
 
     run_dir = Path(run_dir)
+    saved = load_run_config(run_dir)
+    config = TrainConfig.from_saved(saved["settings"])
     metrics = load_metrics(run_dir)
     chosen = load_readout(run_dir, readout)
-    model, config, saved = load_run(run_dir)
+    readouts = load_readouts(run_dir)
     evaluation = load_evaluation(config)
-    index = scored_images(evaluation.images, seed, max_images)
-    print(f"embedding {len(index)} of {len(evaluation)} evaluation images, clean and "
-          "augmented", file=sys.stderr)
-    views = embed_views(model, evaluation.images[index], seed=seed)
-    evidence, temperature = readout_evidence(chosen, views, model.embedding_feature)
-    assessment = None
-    if any("label_free" not in row for row in metrics["readouts"]) or "pixels" not in metrics:
-        rows = {readout_key(row): load_readout(run_dir, readout_key(row))
-                for row in metrics["readouts"]}
-        assessment = assess_readouts(views, rows, model.embedding_feature,
-                                     num_clusters=evidence.num_clusters, seed=seed)
-    shown = index.size > MAX_MAP_POINTS
-    map_index = (np.sort(np.random.default_rng(seed).choice(index.size, MAX_MAP_POINTS,
-                                                            replace=False))
-                 if shown else np.arange(index.size))
+    clean = evaluation_features(run_dir, "clean", evaluation=evaluation, seed=config.seed)
+    augmented = evaluation_features(run_dir, "augmented", evaluation=evaluation,
+                                    seed=config.seed)
+    embedding_feature = metrics.get("embedding_feature") or method_class(
+        config.method).embedding_feature
+    pixels = metrics.get(PIXELS_ENTRY)
+    if pixels is None or any("label_free" not in r.row for r in readouts):
+        augment_config = method_class(config.method).augmentation(
+            config.dataset, image_size=config.image_size)
+        pixels = assess_pixels(evaluation.images, augment_config, saved["num_clusters"],
+                               seed=config.seed)
+        score_readouts(readouts, clean, augmented, embedding_feature, pixels=pixels,
+                       seed=config.seed)
+        chosen = next(r for r in readouts if r.name == chosen.name)
+    everything, _ = readout_evidence(chosen, clean, augmented, embedding_feature)
+    index = sample_indices(len(evaluation), max_images, seed)
+    evidence = ClusterEvidence(everything.clusters[index], everything.augmented[index],
+                               everything.probabilities[index], everything.features[index])
+    map_index = sample_indices(index.size, MAX_MAP_POINTS, seed)
     print(f"t-SNE of {map_index.size} images", file=sys.stderr)
     coordinates = map_coordinates(evidence.features[map_index], seed)
-    labels = evaluation.labels[index] if evaluation.labels is not None else None
-    warning = next((row.get("label_free", {}).get("warning") for row in metrics["readouts"]
-                    if readout_key(row) == chosen.key), None)
     notes = [f"Reviewed {index.size} of {len(evaluation)} evaluation images "
              f"({'a seeded sample, ' if index.size < len(evaluation) else ''}{config.dataset},"
-             f" {config.evaluate_on}); cluster scores on this page are measured on them "
-             f"(silhouettes on at most {MAX_IMAGES}).",
-             f"Probabilities use the read-out's label-free temperature T = {temperature:.4g}, "
-             "fitted so that they predict the cluster of an augmented copy of each image."]
+             f" {config.evaluate_on}); the cluster sections are measured on them "
+             f"(silhouettes on at most {MAX_IMAGES}), the read-out table on all.",
+             f"Probabilities use the read-out's label-free temperature "
+             f"T = {chosen.row['label_free']['temperature']:.4g}, fitted so that they predict "
+             "the cluster of an augmented copy of each image."]
     settings = {"run": str(run_dir), "method": config.method, "dataset": config.dataset,
-                "clusters (K)": saved["num_clusters"], "epochs": config.epochs,
+                "clusters (K)": chosen.num_clusters, "epochs": config.epochs,
                 "backbone": config.backbone, "image size": "×".join(
                     str(v) for v in saved["input_shape"]), "batch size": config.batch_size,
                 "learning rate": config.lr, "seed": config.seed, "backend": saved["backend"],
                 "created": saved.get("created", "")}
     return ReviewData(
         title=f"{run_dir.name}: {config.method} on {config.dataset}", settings=settings,
-        table=_table(metrics, assessment), readout=chosen.key, clusters=evidence.clusters,
+        table=_table(readouts, pixels), readout=chosen.name, clusters=evidence.clusters,
         confidence=evidence.confidence, stays=evidence.augmented == evidence.clusters,
         cluster_rows=cluster_scores(evidence, seed),
         thumbnail=_thumbnail_source(evaluation, index), coordinates=coordinates,
         map_index=map_index, typical=typical_members(evidence.features, evidence.clusters),
-        labels=labels, class_names=evaluation.class_names, notes=notes, warning=warning)
+        labels=evaluation.labels[index] if evaluation.labels is not None else None,
+        class_names=evaluation.class_names, notes=notes,
+        warning=chosen.row["label_free"].get("warning"))
 
 
 def main(argv=None) -> int:
@@ -125,7 +132,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for index.html and thumbs/ (new, empty, or a review)")
     parser.add_argument("--readout", default=None,
-                        help="FEATURE/l2|raw/CLUSTERING (default: the run's default)")
+                        help="FEATURE/l2|raw/KIND[@K], any of the run's read-outs, also those "
+                             "trainers.recluster added (default: the run's default)")
     parser.add_argument("--images", type=int, default=5000,
                         help="review a seeded sample of at most this many evaluation images")
     parser.add_argument("--thumbnails", type=int, default=8,
