@@ -12,8 +12,9 @@ to each longer budget and scored again. Per budget it prints:
   stability beyond chance, κ) next to the ACC of the default read-out and of pixel K-means
   (scikit-learn budget, fit and scored on the evaluation images);
 - ECE against labels (15 bins, Hungarian-matched correctness) of the default K-means read-out
-  and of the method's argmax read-out, before (K-means: T = inertia per image; argmax: the
-  method's own p) and after the label-free temperature.
+  and of the method's argmax read-out (`ece_rows`): before (K-means: T = inertia per image;
+  argmax: the method's own p), with T fitted by the NLL of the augmented view's cluster, and
+  with the served label-free T (agreement).
 """
 
 from __future__ import annotations
@@ -48,30 +49,34 @@ def write_fashion_folder(root: Path, per_class: int = 200, seed: int = 0) -> str
     return f"folder:{root}"
 
 
-def _ece_rows(model, evaluation, rows, seed):
-    """ECE before/after of the default K-means read-out and of the argmax read-outs."""
-    from mixem_tf.assessment import embed_views, readout_evidence, readout_logits, \
-        scored_images
+def ece_rows(run_dir, seed: int = 0) -> list[dict]:
+    """ECE against labels of the run's default read-out and its argmax read-outs, under three
+    temperatures: before (K-means: inertia per image; argmax: the method's own p), the NLL of
+    the augmented view's cluster (`fit_temperature`), and the served one (agreement)."""
+    from mixem_tf.assessment import agreement_temperature, readout_logits
+    from mixem_tf.calibration import fit_temperature
+    from mixem_tf.features import evaluation_features, evaluation_labels
+    from mixem_tf.readouts import load_readouts
 
-    index = scored_images(evaluation.images, seed)
-    views = embed_views(model, evaluation.images[index], seed=seed)
-    labels = evaluation.labels[index]
+    clean = evaluation_features(run_dir, "clean", seed=seed)
+    augmented = evaluation_features(run_dir, "augmented", seed=seed)
+    labels = evaluation_labels(run_dir)
     out = []
-    for row in rows:
-        if not (row["default"] or row["centroids"] is None):
+    for readout in load_readouts(run_dir):
+        if not (readout.row["default"] or readout.head == "argmax"):
             continue
-        evidence, temperature = readout_evidence(row, views, model.embedding_feature)
-        logits = readout_logits(row, views.clean)
-        before_t = (-logits.max(1)).mean() if row["centroids"] is not None else 1.0
-        correct = correct_under_matching(evidence.clusters, labels)
-        before = softmax(logits, before_t).max(1)
-        out.append({"read-out": f"{row['feature']}/{'l2' if row['normalize'] else 'raw'}/"
-                                f"{row['clustering']}",
-                    "accuracy": float(correct.mean()),
-                    "T before": float(before_t), "conf before": float(before.mean()),
-                    "ECE before": expected_calibration_error(before, correct),
-                    "T after": temperature, "conf after": float(evidence.confidence.mean()),
-                    "ECE after": expected_calibration_error(evidence.confidence, correct)})
+        logits = readout_logits(readout, clean)
+        clusters, views = readout.assign(clean), readout.assign(augmented)
+        correct = correct_under_matching(clusters, labels)
+        row = {"read-out": readout.name, "accuracy": float(correct.mean())}
+        for what, temperature in (
+                ("before", float((-logits.max(1)).mean()) if readout.head != "argmax" else 1.0),
+                ("views NLL", fit_temperature(logits, views)),
+                ("agreement", agreement_temperature(logits, clusters, views))):
+            confidence = softmax(logits, temperature)[np.arange(len(clusters)), clusters]
+            row[f"conf {what}"] = float(confidence.mean())
+            row[f"ECE {what}"] = expected_calibration_error(confidence, correct)
+        out.append(row)
     return out
 
 
@@ -105,7 +110,7 @@ def bench_dataset(name, dataset, budgets, seed, work: Path):
             "model ACC": best["acc"], "pixel ACC": pixels["acc"],
             "ACC says": "model" if best["acc"] > pixels["acc"] else "pixels",
             "wall s": wall,
-            "ece": _ece_rows(result.model, evaluation, result.readouts, seed)})
+            "ece": ece_rows(out, seed)})
         print(format_table([{k: v for k, v in results[-1].items() if k != "ece"}]), flush=True)
         print(format_table(results[-1]["ece"]), flush=True)
     return results
@@ -119,10 +124,13 @@ def main(argv=None):
                         help="budgets, ascending: trained, then resumed to each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the runs (and the folder data) here (default: a temporary "
+                             "folder, removed at the end)")
     args = parser.parse_args(argv)
     rows = []
-    with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
+    with tempfile.TemporaryDirectory() as temporary:
+        work = args.work or Path(temporary)
         for name in args.datasets:
             dataset = (write_fashion_folder(work / "fashion2000") if name == "fashion2000"
                        else name)

@@ -2,7 +2,7 @@
 
 `score_readouts` takes the evaluation features of the clean images and of one augmented view
 of each (the method's own pipeline, `mixem_tf.features`), and for every read-out
-(`mixem_tf.readouts.Readout`) fits its label-free temperature (`mixem_tf.calibration`), which
+(`mixem_tf.readouts.Readout`) sets its label-free temperature (`agreement_temperature`), which
 becomes the read-out's `temperature` (served by the export), and measures its scores
 (`mixem_tf.quality`) into its row. `assess_pixels` gives the pixel baseline the same
 treatment: K-means on the clean images' pixels (after the method's resize and normalisation),
@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixem_tf.calibration import argmax_scores, fit_temperature, softmax
+from mixem_tf.calibration import (argmax_scores, implied_accuracy, softmax,
+                                  temperature_for_confidence)
 from mixem_tf.cluster import SKLEARN, l2_normalize
 from mixem_tf.quality import (MAX_IMAGES, ClusterEvidence, cluster_scores, compare_to_pixels,
-                              run_scores, sample_indices)
+                              kappa, run_scores, sample_indices)
 
-__all__ = ["assess_pixels", "pixel_views", "readout_evidence", "readout_logits",
-           "score_readouts"]
+__all__ = ["agreement_temperature", "assess_pixels", "pixel_views", "readout_evidence",
+           "readout_logits", "score_readouts"]
 
 
 def readout_logits(readout, features: dict) -> np.ndarray:
@@ -36,18 +37,28 @@ def readout_logits(readout, features: dict) -> np.ndarray:
     return -np.asarray(readout.distances(features), np.float64)
 
 
+def agreement_temperature(logits: np.ndarray, clusters: np.ndarray, views: np.ndarray
+                          ) -> float:
+    """The label-free T (docs: `mixem_tf.calibration`): the mean confidence is set to the
+    accuracy that the clean and augmented clusters' agreement implies, the agreement taken
+    beyond chance (κ, as if the clusters were of equal size: 1/K + κ(1 − 1/K)) so that a
+    collapsed clustering, which agrees with itself trivially, gets no confidence from it."""
+    k = logits.shape[1]
+    balanced = 1.0 / k + max(kappa(clusters, views, k), 0.0) * (1.0 - 1.0 / k)
+    return temperature_for_confidence(logits, implied_accuracy(balanced, k))
+
+
 def readout_evidence(readout, clean: dict, augmented: dict, embedding_feature: str
                      ) -> tuple[ClusterEvidence, float]:
     """(evidence, label-free temperature) of one read-out. The separation is measured on the
     read-out's own space, or for an argmax read-out on the L2-normalised `embedding_feature`
     (a probability vector is no geometry)."""
     logits = readout_logits(readout, clean)
-    views = readout.assign(augmented)
-    temperature = fit_temperature(logits, views)
+    clusters, views = readout.assign(clean), readout.assign(augmented)
+    temperature = agreement_temperature(logits, clusters, views)
     space = (l2_normalize(clean[embedding_feature]) if readout.head == "argmax"
              else readout.space(clean))
-    return ClusterEvidence(readout.assign(clean), views, softmax(logits, temperature),
-                           space), temperature
+    return ClusterEvidence(clusters, views, softmax(logits, temperature), space), temperature
 
 
 def _view_batches(images: np.ndarray, augment_config, seed: int, batch_size: int):

@@ -4,24 +4,24 @@ A read-out's soft assignment is `softmax(scores / T)`, with `scores` its logits 
 `-squared distance` to each centroid for K-means read-outs (export/module.py's centroid head)
 and `log p` for a method's own probability vector p (the argmax heads; T = 1 gives p back).
 
-**How T is chosen without labels** (`fit_temperature`): temperature scaling (Guo, Pleiss, Sun &
-Weinberger 2017, arXiv:1706.04599) fits T by the negative log-likelihood of held-out labels;
-we fit it by the likelihood of the cluster that an augmented copy of each image (the method's
-own views) falls in. The probability of cluster k then answers "how likely is this image to
-land in k under the nuisance the method was trained to ignore". The NLL is a proper scoring
-rule: if each view's cluster were drawn from the true posterior, the fitted T would be the
-true one (the synthetic test in tests/test_calibration.py checks exactly that). Views are
-not labels: a cluster that is stable under augmentation but impure keeps confidence that
-labels would not grant, and docs/BENCHMARKS.md ("Trusting clusters without labels")
-measures by how much, as the expected calibration error against labels.
+**How T is chosen without labels** (`assessment.agreement_temperature`): from the method's
+own views. Each image is clustered twice, clean and under one augmented view; if both readings
+were right with the same probability a and wrong uniformly over the other K − 1 clusters,
+they would agree at rate a² + (1 − a)² / (K − 1). `implied_accuracy` inverts that, and T is
+set so that the mean confidence equals the implied a (`temperature_for_confidence`); the
+geometry (distances, or the method's p) still ranks the images. The agreement is taken beyond
+chance (Cohen's κ), so a collapsed clustering earns no confidence from agreeing with itself.
 
-Why not the alternatives: the K-means inertia per image (the former T) is a scale, not a
-fit, and was overconfident; the variance of an isotropic Gaussian mixture fitted to the
-features (T = 2σ²) is far smaller still in 128 dimensions; matching only the mean confidence
-to the views' agreement calibrates the average but not which images are the doubtful ones.
+Measured alternatives (docs/BENCHMARKS.md, "Trusting clusters without labels"):
+temperature scaling (Guo, Pleiss, Sun & Weinberger 2017, arXiv:1706.04599) with the augmented
+view's cluster as the target instead of a label (`fit_temperature`, the NLL, a proper scoring
+rule: exact if each view's cluster were a draw from the true posterior) made probabilities
+far too cautious, because strong augmentations move images across clusters more often than
+the class changes; the K-means inertia per image (the former T) is a scale, not a fit.
+ECE (`expected_calibration_error`) against labels checks the result; labels never choose T.
 
 Example:
-    >>> T = fit_temperature(-distances, augmented_clusters)
+    >>> T = temperature_for_confidence(-distances, implied_accuracy(agreement, K))
     >>> probabilities = softmax(-distances, T)
     >>> expected_calibration_error(probabilities.max(1), correct)
 """
@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["ECE_BINS", "argmax_scores", "correct_under_matching", "expected_calibration_error",
-           "fit_temperature", "softmax"]
+           "fit_temperature", "implied_accuracy", "softmax", "temperature_for_confidence"]
 
 ECE_BINS = 15
 #: T is searched in this many decades either side of the scores' own scale.
@@ -91,6 +91,35 @@ def fit_temperature(scores, targets) -> float:
         bounds=(centre - SEARCH_DECADES, centre + SEARCH_DECADES), method="bounded",
         options={"xatol": 1e-4})
     return float(10.0 ** result.x)
+
+
+def implied_accuracy(agreement: float, num_clusters: int) -> float:
+    """The accuracy `a` of a clustering that two noisy readings of the same image (clean and
+    augmented) would agree with at rate `agreement`, if each reading were right with
+    probability a and wrong uniformly over the other K − 1 clusters, independently:
+    agreement = a² + (1 − a)² / (K − 1), solved for a ≥ 1/K (1/K below chance)."""
+    k = int(num_clusters)
+    if k < 2:
+        raise ValueError(f"need at least 2 clusters, got {k}")
+    root = 1.0 - k + k * (k - 1) * float(agreement)
+    return float(min(1.0, (1.0 + np.sqrt(max(root, 0.0))) / k))
+
+
+def temperature_for_confidence(scores, target: float) -> float:
+    """The T at which the mean of max softmax(scores / T) equals `target` (in (1/K, 1)),
+    found by bisection on log T (the mean confidence falls as T rises)."""
+    scores = np.asarray(scores, np.float64)
+    k = scores.shape[1]
+    target = float(np.clip(target, 1.0 / k + 1e-6, 1.0 - 1e-6))
+    spread = float(np.std(scores - scores.mean(axis=-1, keepdims=True))) or 1.0
+    low, high = np.log10(spread) - SEARCH_DECADES, np.log10(spread) + SEARCH_DECADES
+    for _ in range(60):
+        middle = (low + high) / 2
+        if softmax(scores, 10.0 ** middle).max(axis=-1).mean() > target:
+            low = middle
+        else:
+            high = middle
+    return float(10.0 ** ((low + high) / 2))
 
 
 def expected_calibration_error(confidence, correct, bins: int = ECE_BINS) -> float:

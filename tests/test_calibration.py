@@ -82,3 +82,30 @@ def test_bad_inputs_are_refused():
         fit_temperature(np.zeros((2, 2)), np.array([0, 2]))
     with pytest.raises(ValueError, match="temperature must be positive"):
         softmax(np.zeros((1, 2)), 0.0)
+
+
+def test_the_accuracy_implied_by_agreement_inverts_two_independent_noisy_readings():
+    from mixem_tf.calibration import implied_accuracy
+
+    for a, k in ((0.9, 10), (0.6, 3), (0.5, 2)):
+        agreement = a**2 + (1 - a) ** 2 / (k - 1)
+        assert implied_accuracy(agreement, k) == pytest.approx(a)
+    assert implied_accuracy(0.05, 10) == pytest.approx(0.1)  # below chance: 1/K
+    # simulated: two readings right with p = 0.7, else a uniform other cluster
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 5, 20000)
+
+    def reading():
+        wrong = rng.random(truth.size) > 0.7
+        return np.where(wrong, (truth + rng.integers(1, 5, truth.size)) % 5, truth)
+
+    assert implied_accuracy(np.mean(reading() == reading()), 5) == pytest.approx(0.7, abs=0.01)
+
+
+def test_the_temperature_for_a_confidence_hits_it():
+    from mixem_tf.calibration import temperature_for_confidence
+
+    distances, _, _, _ = _mixture(n=500)
+    for target in (0.5, 0.8, 0.95):
+        t = temperature_for_confidence(-distances, target)
+        assert softmax(-distances, t).max(1).mean() == pytest.approx(target, abs=1e-4)

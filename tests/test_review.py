@@ -54,23 +54,23 @@ def test_an_unlabeled_folder_run_prints_a_table_with_numbers(unlabeled, capsys):
     code, stdout, err = call_entry_point(main, capsys, *args)
     assert code == 0, err
     header = stdout.splitlines()[0].split()
-    assert header[:8] == ["feature", "normalize", "clustering", "stability", "kappa",
-                          "separation", "confidence", "largest_share"]
-    assert "acc" not in header
+    assert header == ["readout", "K", "stability", "kappa", "separation", "confidence",
+                      "non-empty", "smallest", "largest", "default"]
     rows = [line.split() for line in stdout.splitlines()[1:] if line[:1] in "hzp"]
-    assert {row[0] for row in rows} == {"h", "z", "pixels"}
+    assert {row[0].split("/")[0] for row in rows} == {"h", "z", "pixels"}
     for row in rows:  # every score is a number in its range
-        stability, kappa, separation, confidence, share = (float(v) for v in row[3:8])
+        stability, kappa, separation, confidence = (float(v) for v in row[2:6])
         assert 0 <= stability <= 1 and -1 <= kappa <= 1 and -1 <= separation <= 1
-        assert 1 / K <= confidence <= 1 and 1 / K <= share <= 1
-    assert re.search(r"default read-out \(kmeans on L2-normalised h\): stability 0\.\d{4}  "
+        assert 1 / K <= confidence <= 1
+    assert re.search(r"default read-out h/l2/kmeans: stability 0\.\d{4}  "
                      r"separation -?0\.\d{4}$", stdout.strip().splitlines()[-1])
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["label_free_images"] == 240
-    for row in metrics["readouts"]:
-        assert row["label_free"]["temperature"] > 0
+    for row in metrics["readouts"]:  # the served T is the label-free one
+        assert row["temperature"] == row["label_free"]["temperature"] > 0
         assert sum(c["size"] for c in row["cluster_scores"]) == 240
+    assert metrics["pixels"]["images"] == 240
     assert metrics["pixels"]["label_free"]["stability"] >= 0
+    assert (out / "logs" / "projector" / "projector_config.pbtxt").is_file()
 
 
 class _Page(HTMLParser):
