@@ -40,6 +40,7 @@ MAX_MAP_POINTS = 2000
 THUMB_PIXELS = 64
 MAP_SIZE = (640, 440)
 HISTOGRAM_BINS = 20
+HISTOGRAM_SIZE = (440, 220)
 
 
 @dataclass
@@ -117,6 +118,13 @@ def is_review_dir(path: Path) -> bool:
 
 def _number(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _flags(text: str) -> str:
+    """`text` escaped, each command-line flag (and its argument in capitals) kept on one line."""
+    import re
+
+    return re.sub(r"(--[a-z-]+(?: [A-Z]+)?)", r'<code class="flag">\1</code>', html.escape(text))
 
 
 def _table(headers, rows, classes="") -> str:
@@ -214,7 +222,7 @@ def _map_svg(data: ReviewData, thumbs: _Thumbs, count: int) -> str:
 
 
 def _histogram_svg(confidence: np.ndarray, num_clusters: int) -> str:
-    width, height, margin = 440, 220, 36
+    (width, height), margin = HISTOGRAM_SIZE, 36
     counts, edges = np.histogram(confidence, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
     top = counts.max() or 1
     bar = (width - 2 * margin) / HISTOGRAM_BINS
@@ -290,6 +298,7 @@ mark{background:#fff3b0}.warning{background:#fff0f0;border-left:4px solid #c33;p
 height:12px;border-radius:2px;margin-right:6px}.maplabel{font-size:12px;font-weight:bold}
 .axis{font-size:11px;fill:#555}.cell{display:inline-block;min-width:28px;padding:1px 3px}
 .row{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start}
+.flag{white-space:nowrap}
 """
 
 
@@ -314,7 +323,7 @@ def render_review(data: ReviewData, out_dir, *, thumbnails: int = 8, seed: int =
     settings = _table(["setting", "value"], [[html.escape(str(k)), html.escape(str(v))]
                                              for k, v in data.settings.items()], "settings")
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in data.notes)
-    warning = f'<p class="warning">{html.escape(data.warning)}</p>' if data.warning else ""
+    warning = f'<p class="warning">{_flags(data.warning)}</p>' if data.warning else ""
     confusion = ""
     if data.labels is not None:
         confusion = ("<h2>Clusters against labels (a check)</h2>"
@@ -330,18 +339,18 @@ def render_review(data: ReviewData, out_dir, *, thumbnails: int = 8, seed: int =
 <h1>{html.escape(data.title)}</h1>
 <p class="note">Read-out shown: <b>{html.escape(data.readout)}</b>.
 <b>Stability</b>: share of images that stay in their cluster when augmented with the method's
-own views. <b>Separation</b>: mean silhouette on the read-out's feature (1 = tight and apart,
+own views (<b>kappa</b>: the same beyond chance). <b>Separation</b>: mean silhouette on the read-out's feature (1 = tight and apart,
 0 = on a border). <b>Confidence</b>: mean calibrated probability of the assigned cluster.
 Judge a cluster's purity from its <i>random sample</i>, not from its best cases.</p>
 {warning}{notes}
 <h2>Read-outs</h2>{_readout_table(data)}
 {confusion}
 <h2>Map and confidence</h2>
-<div class="row"><div>{_map_svg(data, thumbs, count)}
+<div class="row"><div style="max-width:{MAP_SIZE[0]}px">{_map_svg(data, thumbs, count)}
 <p class="note">t-SNE of {len(data.map_index)} images (at most {MAX_MAP_POINTS}); each
 thumbnail is its cluster's most typical image (nearest its mean); click it to jump to the
 cluster.</p></div>
-<div>{_histogram_svg(data.confidence, count)}
+<div style="max-width:{HISTOGRAM_SIZE[0]}px">{_histogram_svg(data.confidence, count)}
 <p class="note">Images per confidence bin ({len(data.confidence)} images). Near 1/K: the
 read-out cannot tell the clusters apart for that image.</p></div></div>
 <h2>Clusters</h2>

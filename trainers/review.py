@@ -93,7 +93,7 @@ def build_review(run_dir, *, readout=None, max_images: int = 5000, seed: int = 0
         score_readouts(readouts, clean, augmented, embedding_feature, pixels=pixels,
                        seed=config.seed)
         chosen = next(r for r in readouts if r.name == chosen.name)
-    everything, _ = readout_evidence(chosen, clean, augmented, embedding_feature)
+    everything, temperature = readout_evidence(chosen, clean, augmented, embedding_feature)
     index = sample_indices(len(evaluation), max_images, seed)
     evidence = ClusterEvidence(everything.clusters[index], everything.augmented[index],
                                everything.probabilities[index], everything.features[index])
@@ -105,8 +105,9 @@ def build_review(run_dir, *, readout=None, max_images: int = 5000, seed: int = 0
              f" {config.evaluate_on}); the cluster sections are measured on them "
              f"(silhouettes on at most {MAX_IMAGES}), the read-out table on all.",
              f"Probabilities use the read-out's label-free temperature "
-             f"T = {chosen.row['label_free']['temperature']:.4g}, fitted so that they predict "
-             "the cluster of an augmented copy of each image."]
+             f"T = {temperature:.4g}, set without labels so that "
+             "the mean confidence is the accuracy implied by how often an image and an "
+             "augmented copy of it land in the same cluster."]
     settings = {"run": str(run_dir), "method": config.method, "dataset": config.dataset,
                 "clusters (K)": chosen.num_clusters, "epochs": config.epochs,
                 "backbone": config.backbone, "image size": "×".join(
