@@ -91,7 +91,8 @@ def bench_dataset(name, dataset, budgets, seed, work: Path):
     results = []
     for i, epochs in enumerate(budgets):
         start = time.perf_counter()
-        result = (train_run(config, out, overwrite=True, verbose=2) if i == 0 else
+        started = (out / "config.json").is_file()  # a kept run (--work) goes on from there
+        result = (train_run(config, out, verbose=2) if i == 0 and not started else
                   train_run(None, out, resume=True, epochs=epochs, verbose=2))
         wall = time.perf_counter() - start
         resolved = result.config
@@ -100,7 +101,7 @@ def bench_dataset(name, dataset, budgets, seed, work: Path):
             image_size=resolved.image_size if dataset.startswith("folder:") else None)
         pixels = pixel_kmeans(evaluation, evaluation, num_clusters=evaluation.num_classes,
                               normalize=False, settings=cluster.SKLEARN, seed=seed)
-        best = result.default_readout
+        best = result.default_readout.row
         verdict = best["label_free"]["warning"]
         results.append({
             "dataset": name, "epochs": epochs, "images": len(evaluation),

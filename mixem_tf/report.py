@@ -59,7 +59,7 @@ def readout_report(readouts, pixels: dict | None = None) -> str:
                       "default": "*" if readout.row["default"] else ""})
     if pixels:
         sizes = [c["size"] for c in pixels["cluster_scores"] if c["size"]]
-        shown.append({"readout": "pixels/raw/kmeans (baseline)",
+        shown.append({"readout": "pixels/raw/kmeans",
                       "K": len(pixels["cluster_scores"]),
                       **{name: pixels["label_free"][name] for name in TABLE_SCORES},
                       **({} if labelled else {"non-empty": len(sizes), "smallest": min(sizes),
