@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixem_tf.calibration import (argmax_scores, implied_accuracy, softmax,
+from mixem_tf.calibration import (argmax_scores, implied_accuracy, size_bound, softmax,
                                   temperature_for_confidence)
 from mixem_tf.cluster import SKLEARN, l2_normalize
 from mixem_tf.quality import (MAX_IMAGES, ClusterEvidence, cluster_scores, compare_to_pixels,
@@ -42,10 +42,12 @@ def agreement_temperature(logits: np.ndarray, clusters: np.ndarray, views: np.nd
     """The label-free T (docs: `mixem_tf.calibration`): the mean confidence is set to the
     accuracy that the clean and augmented clusters' agreement implies, the agreement taken
     beyond chance (κ, as if the clusters were of equal size: 1/K + κ(1 − 1/K)) so that a
-    collapsed clustering, which agrees with itself trivially, gets no confidence from it."""
+    collapsed clustering, which agrees with itself trivially, gets no confidence from it; and
+    capped by `calibration.size_bound`, the accuracy its cluster sizes allow at most."""
     k = logits.shape[1]
     balanced = 1.0 / k + max(kappa(clusters, views, k), 0.0) * (1.0 - 1.0 / k)
-    return temperature_for_confidence(logits, implied_accuracy(balanced, k))
+    return temperature_for_confidence(logits, min(implied_accuracy(balanced, k),
+                                                  size_bound(clusters, k)))
 
 
 def readout_evidence(readout, clean: dict, augmented: dict, embedding_feature: str

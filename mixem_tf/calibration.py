@@ -8,7 +8,8 @@ and `log p` for a method's own probability vector p (the argmax heads; T = 1 giv
 own views. Each image is clustered twice, clean and under one augmented view; if both readings
 were right with the same probability a and wrong uniformly over the other K − 1 clusters,
 they would agree at rate a² + (1 − a)² / (K − 1). `implied_accuracy` inverts that, and T is
-set so that the mean confidence equals the implied a (`temperature_for_confidence`); the
+set so that the mean confidence equals the implied a, capped by what the cluster sizes allow
+if the classes were of equal size (`size_bound`, `temperature_for_confidence`); the
 geometry (distances, or the method's p) still ranks the images. The agreement is taken beyond
 chance (Cohen's κ), so a collapsed clustering earns no confidence from agreeing with itself.
 
@@ -31,7 +32,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["ECE_BINS", "argmax_scores", "correct_under_matching", "expected_calibration_error",
-           "fit_temperature", "implied_accuracy", "softmax", "temperature_for_confidence"]
+           "fit_temperature", "implied_accuracy", "size_bound", "softmax",
+           "temperature_for_confidence"]
 
 ECE_BINS = 15
 #: T is searched in this many decades either side of the scores' own scale.
@@ -103,6 +105,14 @@ def implied_accuracy(agreement: float, num_clusters: int) -> float:
         raise ValueError(f"need at least 2 clusters, got {k}")
     root = 1.0 - k + k * (k - 1) * float(agreement)
     return float(min(1.0, (1.0 + np.sqrt(max(root, 0.0))) / k))
+
+
+def size_bound(clusters, num_clusters: int) -> float:
+    """The highest accuracy (one-to-one matching, as ACC) that clusters of these sizes can
+    reach if the K classes are of equal size: Σ_k min(share_k, 1/K). A collapsed clustering
+    cannot be right about more images than its small clusters and one class hold."""
+    shares = np.bincount(np.asarray(clusters, np.int64), minlength=num_clusters) / len(clusters)
+    return float(np.minimum(shares, 1.0 / num_clusters).sum())
 
 
 def temperature_for_confidence(scores, target: float) -> float:

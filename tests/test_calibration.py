@@ -109,3 +109,26 @@ def test_the_temperature_for_a_confidence_hits_it():
     for target in (0.5, 0.8, 0.95):
         t = temperature_for_confidence(-distances, target)
         assert softmax(-distances, t).max(1).mean() == pytest.approx(target, abs=1e-4)
+
+
+def test_cluster_sizes_bound_the_accuracy_a_collapsed_clustering_can_have():
+    from mixem_tf.calibration import size_bound
+
+    assert size_bound(np.repeat(np.arange(4), 25), 4) == pytest.approx(1.0)
+    collapsed = np.array([0] * 70 + [1] * 10 + [2] * 10 + [3] * 10)  # 70% in one cluster
+    assert size_bound(collapsed, 4) == pytest.approx(0.25 + 0.3)
+    labels = np.repeat(np.arange(4), 25)  # the best any labelling of equal classes allows
+    assert correct_under_matching(collapsed, labels).mean() <= size_bound(collapsed, 4)
+
+
+def test_the_served_temperature_follows_the_views_agreement_beyond_chance():
+    from mixem_tf.assessment import agreement_temperature
+    from mixem_tf.calibration import size_bound
+
+    distances, _, _, _ = _mixture(n=900, seed=2)
+    clusters = distances.argmin(1)
+    agreeing = softmax(-distances, agreement_temperature(-distances, clusters, clusters))
+    assert agreeing.max(1).mean() == pytest.approx(size_bound(clusters, 3), abs=1e-3)
+    shuffled = np.random.default_rng(0).permutation(clusters)  # views unrelated: chance
+    chance = softmax(-distances, agreement_temperature(-distances, clusters, shuffled))
+    assert chance.max(1).mean() < 0.36
