@@ -21,9 +21,10 @@ Both return
 
 K-means read-outs: `distances` are squared Euclidean distances from the embedding to the K
 centroids, `cluster = argmin distances`, and `probabilities = softmax(-distances / T)`, where
-the temperature T is the mean squared distance of the run's evaluation images to their nearest
-centroid (the K-means inertia per image), stored with the read-out (`mixem_tf.readouts`) and
-written to the model card.
+the temperature T is the read-out's label-free one, fitted by the run so that the
+probabilities predict the cluster of an augmented copy of each image (`mixem_tf.calibration`;
+for a read-out stored without it, the K-means inertia per image), stored with the read-out
+(`mixem_tf.readouts`) and written to the model card.
 Argmax read-outs (a method's own assignment, e.g. MIX'EM's π or cdec's Student-t q: the
 read-out's feature is a probability vector): `probabilities` are that vector p,
 `cluster = argmax p`, `distances = 1 - p`, and the embedding is the method's

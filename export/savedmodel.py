@@ -114,6 +114,9 @@ def _model_card(run_dir, saved, config, readout, metrics, module, checkpoint) ->
         "readout": {"key": readout.key, "feature": readout.feature,
                     "normalize": readout.normalize, "clustering": readout.spec.kind,
                     "temperature": None if module.argmax else readout.temperature,
+                    "temperature_from": None if module.argmax else (
+                        "label-free: fitted to the clusters of augmented views"
+                        if "label_free" in readout.row else "K-means inertia per image"),
                     "embedding": f"{module.feature}" + (" (L2-normalised)"
                                                         if module.normalize else "")},
         "metrics": {"evaluate_on": metrics.get("evaluate_on"),

@@ -53,7 +53,7 @@ def embed(model, images, *, batch_size: int = 256, augment_seed: int | None = No
         if augmenter is None:
             outputs = model.embed(batch)
         else:
-            outputs = model.forward(augmenter(batch), training=False)
+            outputs = model.embed_prepared(augmenter(batch))
         outputs = {name: ops.convert_to_numpy(outputs[name]) for name in model.feature_names}
         if out is None:
             out = {name: np.empty((len(images), *value.shape[1:]), np.float32)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LABEL_WIDTH", "PAD", "cluster_label", "draw_gallery", "gallery_size"]
+__all__ = ["LABEL_WIDTH", "PAD", "cluster_label", "draw_gallery", "gallery_size", "thumbnail"]
 
 LABEL_WIDTH = 160  # pixels of the text column on the left
 PAD = 2
@@ -21,18 +21,21 @@ def gallery_size(rows: int, columns: int, cell: int) -> tuple[int, int]:
     return LABEL_WIDTH + columns * (cell + PAD) + PAD, rows * (cell + PAD) + PAD
 
 
-def cluster_label(cluster: int, size: int, majority=None, purity: float | None = None) -> str:
-    """A row's text: the cluster and its size, then, where the training data's labels are
-    known, its majority label with its purity (the share of that label), so that "mostly
-    clothes" at 46% does not read as a clean cluster."""
+def cluster_label(cluster: int, size: int, majority=None, purity: float | None = None,
+                  confidence: float | None = None) -> str:
+    """A row's text: the cluster and its size, its images' mean confidence when given, then,
+    where the training data's labels are known, its majority label with its purity (the
+    share of that label), so that "mostly clothes" at 46% does not read as a clean cluster."""
     text = f"cluster {cluster}: {size} images"
+    if confidence is not None:
+        text += f"\nmean confidence {confidence:.2f}"
     if majority is None:
         return text
     share = f" ({purity:.0%})" if purity is not None else ""
     return f"{text}\ntraining data:\nmostly {majority}{share}"
 
 
-def _thumbnail(image: np.ndarray, cell: int):
+def thumbnail(image: np.ndarray, cell: int):
     """uint8 [H, W, C] → an RGB Pillow image fitting in cell × cell (nearest when enlarging,
     so small images stay crisp)."""
     from PIL import Image
@@ -62,7 +65,7 @@ def draw_gallery(samples: dict, labels: dict | None = None, *, rows: int | None 
         _, upper, _, lower = draw.multiline_textbbox((0, 0), text)
         draw.multiline_text((4, top + (cell - lower - upper) // 2), text, fill="black")
         for j, image in enumerate(samples.get(k, [])[:columns]):
-            thumb = _thumbnail(image, cell)
+            thumb = thumbnail(image, cell)
             left = LABEL_WIDTH + PAD + j * (cell + PAD)
             sheet.paste(thumb, (left + (cell - thumb.width) // 2, top + (cell - thumb.height) // 2))
     return sheet

@@ -150,11 +150,25 @@ def recluster(plan: Plan, *, make_default: bool = False, model=None, evaluation=
                           settings=budget if plan.auto or spec == plan.default_spec
                           else quick_budget(budget), seed=seed, context=context)
               for spec in plan.specs for k in ks]
+    _score(run_dir, fitted, features, seed, model, evaluation, verbose)
     default = fitted[0].name if make_default else None
     save_readouts(run_dir, fitted, default=default, extra=extra)
     if default:
         fitted[0].row["default"] = True
     return ReclusterResult(fitted, choice, default)
+
+
+def _score(run_dir, fitted, features, seed, model, evaluation, verbose) -> None:
+    """The new read-outs' label-free scores and temperature (`assessment.score_readouts`),
+    as the run's own read-outs have them."""
+    from mixem_tf.assessment import score_readouts
+    from mixem_tf.features import evaluation_features
+    from mixem_tf.readouts import load_metrics
+
+    augmented = evaluation_features(run_dir, "augmented", model=model, evaluation=evaluation,
+                                    seed=seed, verbose=verbose)
+    embedding = load_metrics(run_dir).get("embedding_feature") or fitted[0].feature
+    score_readouts(fitted, features, augmented, embedding, seed=seed)
 
 
 def _choose(plan, features, labels, seed, model, evaluation, verbose) -> KChoice:

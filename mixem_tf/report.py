@@ -38,15 +38,33 @@ def scores_text(row: dict) -> str:
             "(no labels to score against)")
 
 
-def readout_report(readouts) -> str:
-    """The read-out table as text, the default read-out marked with *."""
+def readout_report(readouts, pixels: dict | None = None) -> str:
+    """The read-out table as text, the default read-out marked with *: each read-out's
+    label-free scores (`quality.TABLE_SCORES`, where measured), then ACC/NMI/ARI when the data
+    has labels or the cluster sizes when not, and a last row for K-means on pixels
+    (`pixels`: an `assessment.assess_pixels` result) when given. The default read-out's
+    warning against pixels, if any, follows the table."""
+    from mixem_tf.quality import TABLE_SCORES
+
     labelled = "acc" in readouts[0].row
     shown = []
     for readout in readouts:
         sizes = [s for s in readout.row["cluster_sizes"] if s]
+        scores = readout.row.get("label_free", {})
         shown.append({"readout": readout.name, "K": readout.num_clusters,
+                      **{name: scores[name] for name in TABLE_SCORES if name in scores},
                       **({k: readout.row[k] for k in ("acc", "nmi", "ari")} if labelled else
                          {"non-empty": len(sizes), "smallest": min(sizes),
                           "largest": max(sizes)}),
                       "default": "*" if readout.row["default"] else ""})
-    return format_table(shown, list(shown[0]))
+    if pixels:
+        sizes = [c["size"] for c in pixels["cluster_scores"] if c["size"]]
+        shown.append({"readout": "pixels/raw/kmeans",
+                      "K": len(pixels["cluster_scores"]),
+                      **{name: pixels["label_free"][name] for name in TABLE_SCORES},
+                      **({} if labelled else {"non-empty": len(sizes), "smallest": min(sizes),
+                                              "largest": max(sizes)})})
+    table = format_table(shown, list(dict.fromkeys(key for row in shown for key in row)))
+    warning = next((r.row.get("label_free", {}).get("warning") for r in readouts
+                    if r.row["default"]), None)
+    return f"{table}\n{warning}" if warning else table

@@ -7,7 +7,8 @@ the run directory:
     runs/NAME/config.json      every setting, library versions, backend
     runs/NAME/checkpoints/     model + optimiser after every epoch (atomic), checkpoint.json
     runs/NAME/history.csv      per-epoch logs (every loss term, throughput)
-    runs/NAME/logs/            TensorBoard logs (when TensorFlow is installed)
+    runs/NAME/logs/            TensorBoard logs (when TensorFlow is installed); logs/projector:
+                               the default read-out's embeddings for its projector
     runs/NAME/features/        evaluation features of the latest checkpoint (mixem_tf.features)
     runs/NAME/metrics.json     the read-out table with cluster-size histograms (mixem_tf.readouts)
     runs/NAME/readout.npz      every read-out's fitted parameters (for export)
@@ -46,6 +47,9 @@ from mixem_tf.runlock import LOCK_FILE, run_lock
 from mixem_tf.versions import library_versions
 
 SKIPPED_FILE = "skipped_files.csv"
+LOG_DIR = "logs"
+#: metrics.json's entry for the pixel baseline's label-free scores (`assessment.assess_pixels`).
+PIXELS_ENTRY = "pixels"
 
 __all__ = ["READOUT_MODES", "RunResult", "evaluate_run", "make_optimizer", "train_run"]
 
@@ -62,6 +66,7 @@ class RunResult:
     config: TrainConfig
     history: dict = field(default_factory=dict)
     readouts: list[Readout] = field(default_factory=list)
+    pixels: dict = field(default_factory=dict)  # the pixel baseline's label-free scores
     images_per_s: list = field(default_factory=list)
     model: keras.Model | None = None
     k_choice: object = None  # choosing_k.KChoice of a run with --clusters auto
@@ -238,7 +243,7 @@ def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, 
         try:
             import tensorflow  # noqa: F401  (TensorBoard's writer needs it)
 
-            callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs")))
+            callbacks.append(keras.callbacks.TensorBoard(str(out_dir / LOG_DIR)))
         except ImportError:
             if verbose:
                 print("note: TensorFlow is not installed, so no TensorBoard logs are written "
@@ -405,6 +410,10 @@ def _train_run(config, out_dir: Path, signals: StopSignals, *, resume, overwrite
     result.readouts = evaluate_run(model, evaluation, num_clusters, config,
                                    write_to=out_dir if strategy.is_chief else None,
                                    readouts=readouts, verbose=bool(verbose))
+    if strategy.is_chief:
+        from mixem_tf.readouts import load_metrics
+
+        result.pixels = load_metrics(out_dir).get(PIXELS_ENTRY, {})
     if config.choose_clusters and strategy.is_chief:
         from mixem_tf.readouts import load_readouts
         from mixem_tf.reclustering import plan, recluster
@@ -465,21 +474,27 @@ def _save_epoch_target(out_dir: Path, saved: dict, epochs: int) -> None:
 
 def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None,
                  readouts: str = "all", verbose: bool = False) -> list[Readout]:
-    """Embeds the evaluation images (kept in the run's features/), fits the default read-out
-    at the run's K-means budget (and says its scores at once with `verbose`), then the rest
-    of the table as `readouts` says (`READOUT_MODES`); writes metrics.json and readout.npz
-    anew.
+    """Embeds the evaluation images, clean and one augmented view each (kept in the run's
+    features/), fits the default read-out at the run's K-means budget (and says its scores at
+    once with `verbose`), then the rest of the table as `readouts` says (`READOUT_MODES`);
+    scores every read-out without labels beside K-means on pixels (`mixem_tf.assessment`: the
+    rows' "label_free" and "cluster_scores", a label-free `temperature`); writes metrics.json
+    (the pixel baseline under `PIXELS_ENTRY`), readout.npz and the projector's files anew.
     """
+    from mixem_tf.assessment import assess_pixels, score_readouts
     from mixem_tf.checkpoints import CheckpointWarning
     from mixem_tf.features import embed, evaluation_features
 
     if write_to is not None:
         with warnings.catch_warnings():  # a checkpoint fallback was reported when restored
             warnings.simplefilter("ignore", CheckpointWarning)
-            features = evaluation_features(write_to, model=model, evaluation=evaluation,
-                                           verbose=False)
+            features, augmented = (
+                evaluation_features(write_to, view, model=model, evaluation=evaluation,
+                                    seed=config.seed, verbose=False)
+                for view in ("clean", "augmented"))
     else:
         features = embed(model, evaluation.images)
+        augmented = embed(model, evaluation.images, augment_seed=config.seed)
     settings = SETTINGS_BY_NAME[config.readout_settings]
     quick = settings if readouts == "paper" else quick_budget(settings)
     context = model.readout_context(features)
@@ -498,9 +513,37 @@ def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None,
               for spec in model.readout_specs() if readouts != "default" or spec == default_spec]
     if default not in fitted:
         fitted.insert(0, default)
+    pixels = assess_pixels(evaluation.images, model.augment_config, num_clusters,
+                           seed=config.seed)
+    score_readouts(fitted, features, augmented, model.embedding_feature, pixels=pixels,
+                   seed=config.seed)
     if write_to is not None:
         save_readouts(write_to, fitted, header={
             "dataset": config.dataset, "method": config.method,
             "evaluate_on": config.evaluate_on, "evaluation_images": len(evaluation),
-            "num_clusters": num_clusters, "embedding_feature": model.embedding_feature})
+            "num_clusters": num_clusters, "embedding_feature": model.embedding_feature,
+            PIXELS_ENTRY: pixels})
+        _write_projector(Path(write_to), default, features, augmented, model, evaluation,
+                         config.seed)
     return fitted
+
+
+def _write_projector(run_dir: Path, readout, clean, augmented, model, evaluation,
+                     seed) -> None:
+    """The default read-out's space of a seeded sample of evaluation images in TensorBoard's
+    projector (RUN/logs/projector), with cluster, confidence and stability per image."""
+    from mixem_tf.assessment import readout_evidence
+    from mixem_tf.projector import write_projector
+    from mixem_tf.quality import MAX_IMAGES, sample_indices
+
+    index = sample_indices(len(evaluation.images), MAX_IMAGES, seed)
+    evidence, _ = readout_evidence(readout, clean, augmented, model.embedding_feature)
+    clusters = evidence.clusters[index]
+    metadata = {"cluster": clusters.tolist(),
+                "confidence": [f"{c:.3f}" for c in evidence.confidence[index]],
+                "stays when augmented": (evidence.augmented[index] == clusters).tolist()}
+    if evaluation.labels is not None:
+        names = evaluation.class_names
+        metadata["label"] = [names[y] if names else int(y) for y in evaluation.labels[index]]
+    write_projector(run_dir / LOG_DIR / "projector", evidence.features[index],
+                    evaluation.images[index], metadata, name=readout.name)

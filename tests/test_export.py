@@ -56,6 +56,10 @@ def test_layout_assets_and_versions(exported_model, digits_run, tmp_path):
     assert card["training"]["epochs"] == 1 and "tensorflow" in card["versions"]["export"]
     assert card["readout"]["key"] == "z/l2/kmeans"  # MIX'EM's default read-out
     assert card["readout"]["temperature"] > 0 and "nmi" in card["metrics"] and card["created"]
+    default = next(r for r in json.loads((digits_run / "metrics.json").read_text())["readouts"]
+                   if r["default"])  # the run's label-free T is the one served
+    assert card["readout"]["temperature"] == pytest.approx(default["temperature"], rel=1e-6)
+    assert card["readout"]["temperature_from"].startswith("label-free")
     clusters = json.loads((exported_model / "assets" / "clusters.json").read_text())
     assert clusters["labels_available"] and len(clusters["clusters"]) == card["num_clusters"]
     sizes = [c["size"] for c in clusters["clusters"].values()]

@@ -99,8 +99,9 @@ def test_gallery_labels_show_the_majority_label_with_its_purity(stand_in, tmp_pa
     gallery = tmp_path / "gallery.png"
     assert _main("--images", images, "--out", tmp_path / "c.csv", "--gallery", gallery,
                  "--gallery-cell", "16") == 0
-    assert drawn["labels"] == {0: "cluster 0: 2 images\ntraining data:\nmostly shoes (90%)",
-                               1: "cluster 1: 3 images\ntraining data:\nmostly clothes (46%)"}
+    assert drawn["labels"] == {
+        0: "cluster 0: 2 images\nmean confidence 0.70\ntraining data:\nmostly shoes (90%)",
+        1: "cluster 1: 3 images\nmean confidence 0.80\ntraining data:\nmostly clothes (46%)"}
     assert [len(drawn["samples"][k]) for k in (0, 1)] == [2, 3]
     with Image.open(gallery) as picture:
         assert picture.size == mixem_tf.gallery.gallery_size(2, 8, 16)
@@ -111,3 +112,50 @@ def test_a_label_without_training_labels_gives_only_the_size():
 
     assert cluster_label(2, 7) == "cluster 2: 7 images"  # an ONNX model has no clusters.json
     assert cluster_label(0, 1, "3") == "cluster 0: 1 images\ntraining data:\nmostly 3"
+
+
+class _Graded:
+    """One cluster; an image's probability is its brightness / 255 (no clusters.json)."""
+
+    clusters = None
+
+    def __call__(self, images):
+        brightness = images.reshape(len(images), -1).mean(axis=1) / 255.0
+        return {"cluster": np.zeros(len(images), np.int64),
+                "probabilities": np.stack([brightness, 1 - brightness], axis=1)}
+
+
+@pytest.mark.parametrize("order", ["confident", "uncertain", "random"])
+def test_the_gallery_order_picks_the_best_the_worst_or_a_seeded_random_sample(
+        tmp_path, monkeypatch, order):
+    import mixem_tf.gallery
+
+    drawn = []
+    monkeypatch.setattr(mixem_tf.gallery, "draw_gallery",
+                        lambda samples, labels, **kw: drawn.append((samples, labels)) or
+                        Image.new("RGB", (1, 1)))
+    images = tmp_path / "images"
+    images.mkdir()
+    levels = [10 * i + 5 for i in range(20)]  # file i has brightness 10 i + 5
+    for i, level in enumerate(levels):
+        Image.new("L", (4, 4), level).save(images / f"{i:02d}.png")
+    shown = []
+    for seed in (0, 0, 1):
+        predict.predict_folder(_Graded(), images, tmp_path / "c.csv", batch_size=7,
+                               gallery=tmp_path / "g.png", gallery_samples=4,
+                               gallery_order=order, seed=seed, progress=False)
+        shown.append([int(image[0, 0, 0]) for image in drawn[-1][0][0]])
+    mean = np.mean(levels) / 255
+    assert drawn[-1][1] == {0: f"cluster 0: 20 images\nmean confidence {mean:.2f}"}
+    if order == "confident":
+        assert shown[0] == [195, 185, 175, 165]
+    elif order == "uncertain":
+        assert shown[0] == [5, 15, 25, 35]
+    else:  # file order, reproducible by seed, neither end of the ranking
+        assert shown[0] == shown[1] == sorted(shown[0]) and shown[0] != shown[2]
+        assert shown[0] not in ([5, 15, 25, 35], [165, 175, 185, 195])
+
+
+def test_an_unknown_gallery_order_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--gallery-order must be one of random, confident"):
+        predict.predict_folder(_Graded(), tmp_path, tmp_path / "c.csv", gallery_order="best")

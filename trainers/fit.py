@@ -151,11 +151,13 @@ def main(argv=None) -> int:
 
         print(choice_table(result.k_choice, format_table))
         print(f"chosen: K = {result.k_choice.k} by {result.k_choice.criterion}")
-    print(readout_report(result.readouts))
+    print(readout_report(result.readouts, result.pixels))
     best = result.default_readout
-    scores = "  ".join(f"{k.upper()} {best.row[k]:.4f}" for k in ("acc", "nmi", "ari")
-                       if k in best.row)
-    print(f"run: {result.out_dir}  default read-out {best.name}: {scores or 'no labels'}")
+    shown = {name: best.row["label_free"][name] for name in ("stability", "separation")
+             if name in best.row.get("label_free", {})}
+    shown.update({k.upper(): best.row[k] for k in ("acc", "nmi", "ari") if k in best.row})
+    scores = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
+    print(f"run: {result.out_dir}  default read-out {best.name}: {scores}")
     return 0
 
 

@@ -11,9 +11,11 @@ file, or one that is not a readable image, gets its reason in the error column a
 cluster, and the run goes on. When no file at all could be clustered the command fails (exit
 2) and draws no gallery. Images are read with Pillow at their own size (grey stays grey,
 anything else becomes RGB) and sent in batches (`--batch-size`, images of one size together);
-the model does the rest. `--gallery` draws up to `--gallery-samples` of the most confident
-images of each cluster per row, labelled with the cluster's size and, for a SavedModel, the
-training data's majority label and its purity.
+the model does the rest. `--gallery` draws up to `--gallery-samples` images of each cluster
+per row, labelled with the cluster's size, its images' mean confidence and, for a SavedModel,
+the training data's majority label and its purity. `--gallery-order` picks them: `random` (the
+default: a uniform sample, which shows what a cluster really holds), `confident` (its most
+confident images, its best case) or `uncertain` (its least confident, where it blurs).
 """
 
 from __future__ import annotations
@@ -30,6 +32,38 @@ import numpy as np
 from mixem_tf.cli import run
 
 FIELDS = ("path", "cluster", "probability", "error")
+GALLERY_ORDERS = ("random", "confident", "uncertain")
+
+
+class _GallerySample:
+    """Up to `size` images per cluster, kept in one pass over any number of files: those with
+    the largest key, where the key is the probability (`confident`), its negation
+    (`uncertain`) or a uniform random number (`random`: a reservoir sample, seeded)."""
+
+    def __init__(self, order: str, size: int, seed: int = 0):
+        if order not in GALLERY_ORDERS:
+            raise ValueError(f"--gallery-order must be one of {', '.join(GALLERY_ORDERS)}, "
+                             f"got {order!r}")
+        self.order, self.size, self.rng = order, size, np.random.default_rng(seed)
+        self.heaps: dict[int, list] = {}
+        self.confidence: dict[int, float] = {}  # cluster → sum of its images' probabilities
+
+    def add(self, cluster: int, probability: float, position: int, image) -> None:
+        self.confidence[cluster] = self.confidence.get(cluster, 0.0) + probability
+        key = {"confident": probability, "uncertain": -probability,
+               "random": self.rng.random()}[self.order]
+        heap = self.heaps.setdefault(cluster, [])
+        (heapq.heappush if len(heap) < self.size else heapq.heappushpop)(
+            heap, (key, -position, image))
+
+    def images(self) -> dict:
+        """cluster → images: by falling confidence, rising confidence, or file order."""
+        def order(entry):
+            key, negative_position, _ = entry
+            return -negative_position if self.order == "random" else (-key, -negative_position)
+
+        return {k: [image for _, _, image in sorted(heap, key=order)]
+                for k, heap in self.heaps.items()}
 
 
 class _Progress:
@@ -86,7 +120,8 @@ def _predict_chunk(predict, items):
 
 
 def predict_folder(predict, folder, out_csv, *, batch_size: int = 64, gallery=None,
-                   gallery_samples: int = 8, gallery_cell: int = 64, progress: bool = True):
+                   gallery_samples: int = 8, gallery_cell: int = 64,
+                   gallery_order: str = "random", seed: int = 0, progress: bool = True):
     """Clusters every file under `folder` into `out_csv`; returns (rows written, unreadable).
     The gallery is drawn only when at least one file was clustered."""
     from mixem_tf.data.folder import list_files
@@ -96,9 +131,9 @@ def predict_folder(predict, folder, out_csv, *, batch_size: int = 64, gallery=No
         raise FileNotFoundError(f"--images: {folder} is not a folder")
     if batch_size < 1 or gallery_samples < 1 or gallery_cell < 1:
         raise ValueError("--batch-size, --gallery-samples and --gallery-cell must be >= 1")
+    sample = _GallerySample(gallery_order, gallery_samples, seed)
     files = list_files(folder)
     bar = _Progress(len(files)) if progress else None
-    best: dict[int, list] = {}  # cluster → heap of (probability, order, image)
     counts: dict[int, int] = {}
     failures = 0
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
@@ -118,32 +153,29 @@ def predict_folder(predict, folder, out_csv, *, batch_size: int = 64, gallery=No
                 writer.writerow([str(path), cluster, f"{probability:.6f}", ""])
                 counts[cluster] = counts.get(cluster, 0) + 1
                 if gallery is not None:
-                    heap = best.setdefault(cluster, [])
-                    entry = (probability, start + i, image)
-                    (heapq.heappush if len(heap) < gallery_samples else heapq.heappushpop)(
-                        heap, entry)
+                    sample.add(cluster, probability, start + i, image)
             if bar:
                 bar.update(min(start + batch_size, len(files)), failures)
     if bar:
         bar.close()
     if gallery is not None and counts:
-        _write_gallery(predict, best, counts, gallery, gallery_samples, gallery_cell)
+        _write_gallery(predict, sample, counts, gallery, gallery_samples, gallery_cell)
     return len(files), failures
 
 
-def _write_gallery(predict, best, counts, path, samples, cell):
+def _write_gallery(predict, sample, counts, path, samples, cell):
     from mixem_tf.gallery import cluster_label, draw_gallery
 
     known = predict.clusters or {}
-    rows = max([len(known)] + [k + 1 for k in best])
-    chosen = {k: [image for _, _, image in sorted(heap, key=lambda e: (-e[0], e[1]))]
-              for k, heap in best.items()}
+    chosen = sample.images()
+    rows = max([len(known)] + [k + 1 for k in chosen])
     labels = {}
     for k in range(rows):
         entry = known.get(str(k), {})
+        confidence = sample.confidence[k] / counts[k] if counts.get(k) else None
         labels[k] = cluster_label(k, counts.get(k, 0),
                                   entry.get("majority_name", entry.get("majority_label")),
-                                  entry.get("purity"))
+                                  entry.get("purity"), confidence)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     draw_gallery(chosen, labels, rows=rows, columns=samples, cell=cell).save(path)
 
@@ -162,13 +194,19 @@ def main(argv=None):
     parser.add_argument("--gallery-samples", type=int, default=8,
                         help="images per cluster in the gallery")
     parser.add_argument("--gallery-cell", type=int, default=64, help="gallery cell in pixels")
+    parser.add_argument("--gallery-order", choices=GALLERY_ORDERS, default="random",
+                        help="which images of each cluster the gallery shows: a random sample "
+                             "(default; what the cluster really holds), the most confident, "
+                             "or the least confident")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random gallery sample")
     args = parser.parse_args(argv)
     from export.runtime import load_predictor
 
     predict = load_predictor(saved_model=args.model, onnx=args.onnx)
     total, failures = predict_folder(
         predict, args.images, args.out, batch_size=args.batch_size, gallery=args.gallery,
-        gallery_samples=args.gallery_samples, gallery_cell=args.gallery_cell)
+        gallery_samples=args.gallery_samples, gallery_cell=args.gallery_cell,
+        gallery_order=args.gallery_order, seed=args.seed)
     if failures == total:
         raise ValueError(f"clustered 0 of {total} files under {args.images}: "
                          + ("no files there" if not total else

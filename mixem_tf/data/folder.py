@@ -130,10 +130,11 @@ class FolderScan:
 
 @dataclasses.dataclass(eq=False, repr=False)
 class FolderDataset(ImageDataset):
-    """An `ImageDataset` from `load_folder`, with the `FolderScan` that made it (kept through
-    resizing and channel conversion)."""
+    """An `ImageDataset` from `load_folder`, with the `FolderScan` that made it and the file of
+    each image, in order (both kept through resizing and channel conversion)."""
 
     scan: FolderScan | None = None
+    paths: tuple[Path, ...] | None = None
 
 
 def _shorten(reason: str) -> str:
@@ -320,4 +321,5 @@ def load_folder(
         class_names=class_names,
         split="all",
         scan=scan,
+        paths=tuple(kept),
     )

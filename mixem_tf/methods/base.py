@@ -237,7 +237,12 @@ class ClusteringMethod(keras.Model):
 
     def embed(self, images):
         """Evaluation features (`feature_names`) of un-augmented uint8 images."""
-        outputs = self.forward(preprocess(images, self.augment_config), training=False)
+        return self.embed_prepared(preprocess(images, self.augment_config))
+
+    def embed_prepared(self, x):
+        """Evaluation features of float images already resized and normalised: a clean image
+        (`preprocess`) or an augmented view (the label-free scores embed both)."""
+        outputs = self.forward(x, training=False)
         return {name: outputs[name] for name in self.feature_names}
 
     def weight_decay_term(self):

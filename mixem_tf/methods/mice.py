@@ -33,7 +33,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from mixem_tf.augment import preprocess
 from mixem_tf.distributed import gather_replicas, replica_info
 from mixem_tf.heads import _torch_uniform
 from mixem_tf.methods.base import ClusteringMethod
@@ -323,10 +322,9 @@ class MiCE(ClusteringMethod):
         g = self.forward(views["gating"], training=True)["g"]
         return {"f": student["f"], "v": v, "g": g, **self.elbo_parts(student["f"], v, g)}
 
-    def embed(self, images):
-        """h, the posterior r and the gating prior π of clean images: the same image through
+    def embed_prepared(self, x):
+        """h, the posterior r and the gating prior π of prepared images: the same image through
         student and teacher in inference mode, with the stored μ and queue (not updated)."""
-        x = preprocess(images, self.augment_config)
         student = self.forward(x, training=False)
         parts = self.elbo_parts(student["f"], self.teacher(x, training=False), student["g"])
         return {"h": student["h"], "r": parts["r"], "pi": ops.exp(parts["log_pi"])}
