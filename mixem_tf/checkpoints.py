@@ -66,6 +66,11 @@ def write_json_atomic(path, payload) -> None:
     _replace_atomic(path, lambda handle: handle.write(json.dumps(payload, indent=2).encode()))
 
 
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Writes `data` so that readers see the old file or the new one, never half of one."""
+    _replace_atomic(Path(path), lambda handle: handle.write(data))
+
+
 def _replace_atomic(path: Path, write) -> None:
     """Calls `write(handle)` on a new file beside `path`, then moves it onto `path`.
 
