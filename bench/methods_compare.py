@@ -92,13 +92,13 @@ def _train(config, run_dir):
     start = time.perf_counter()
     with PeakRSS() as memory:
         if run_dir:
-            result = train_run(config, run_dir, overwrite=True, verbose=2)
+            result = train_run(config, run_dir, overwrite=True, verbose=2, readouts="paper")
         else:
             with tempfile.TemporaryDirectory() as out:
-                result = train_run(config, out, verbose=2)
+                result = train_run(config, out, verbose=2, readouts="paper")
     wall = time.perf_counter() - start
     rate = float(np.median(result.images_per_s)) if result.images_per_s else None
-    readouts = [{k: v for k, v in row.items() if k != "centroids"} for row in result.readouts]
+    readouts = [readout.row for readout in result.readouts]
     if record:
         record.write_text(json.dumps({"settings": config.to_dict(), "readouts": readouts,
                                       "wall_s": wall, "pairs_per_s": rate,

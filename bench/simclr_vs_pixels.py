@@ -39,11 +39,11 @@ def main(argv=None):
                          batch_size=args.batch_size, seed=args.seed, evaluate_on="all")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        result = train_run(config, out, verbose=2)
+        result = train_run(config, out, verbose=2, readouts="paper")
     wall = time.perf_counter() - start
     rate = sum(result.images_per_s) / max(1, len(result.images_per_s))
     rows = [{"method": "pixels + K-means", "read-out": "raw pixels", **pixels}]
-    for row in result.readouts:
+    for row in (readout.row for readout in result.readouts):
         rows.append({"method": "SimCLR + K-means" + (" (default)" if row["default"] else ""),
                      "read-out": f"{row['feature']} {'l2' if row['normalize'] else 'raw'}",
                      "acc": row["acc"], "nmi": row["nmi"], "ari": row["ari"], "seconds": wall})

@@ -22,7 +22,8 @@ Both return
 K-means read-outs: `distances` are squared Euclidean distances from the embedding to the K
 centroids, `cluster = argmin distances`, and `probabilities = softmax(-distances / T)`, where
 the temperature T is the mean squared distance of the run's evaluation images to their nearest
-centroid (the K-means inertia per image, set by `calibrate` and written to the model card).
+centroid (the K-means inertia per image), stored with the read-out (`mixem_tf.readouts`) and
+written to the model card.
 Argmax read-outs (a method's own assignment, e.g. MIX'EM's π or cdec's Student-t q: the
 read-out's feature is a probability vector): `probabilities` are that vector p,
 `cluster = argmax p`, `distances = 1 - p`, and the embedding is the method's
@@ -90,14 +91,14 @@ class ClusteringModule(tf.Module):
 
     Args:
         model: the run's `ClusteringMethod` (weights restored, built).
-        readout: a `mixem_tf.runs.Readout`.
+        readout: a `mixem_tf.readouts.Readout`; its kind's `head` picks the clustering head
+            (`READOUT_HEADS`) and its temperature T the softmax's.
         input_shape: the training images' (H, W, C).
-        temperature: T of the K-means soft assignment (replaced by `calibrate`).
         max_image_pixels: `serving_bytes` refuses an image whose header claims more pixels
             (height × width) before decoding it.
     """
 
-    def __init__(self, model, readout, input_shape, temperature: float = 1.0,
+    def __init__(self, model, readout, input_shape,
                  max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         super().__init__(name="mixem_tf_export")
         if max_image_pixels < 1:
@@ -107,7 +108,7 @@ class ClusteringModule(tf.Module):
         self.max_image_pixels = int(max_image_pixels)
         self.feature = readout.feature
         self.normalize = readout.normalize
-        self.kind = "argmax" if readout.centroids is None else "centroids"
+        self.kind = readout.head
         self.argmax = self.kind == "argmax"
         if self.argmax:
             self.probabilities_feature = readout.feature
@@ -117,8 +118,8 @@ class ClusteringModule(tf.Module):
             self.centroids = None
         else:
             self.centroids = tf.constant(readout.centroids, tf.float32)
-        self.temperature = tf.Variable(float(temperature), dtype=tf.float32, trainable=False,
-                                       name="temperature")
+        self.temperature = tf.Variable(float(readout.temperature), dtype=tf.float32,
+                                       trainable=False, name="temperature")
         self.serving_default = tf.function(
             self._serve_images,
             input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8, name="images")])
@@ -182,22 +183,14 @@ class ClusteringModule(tf.Module):
                            fn_output_signature=tf.TensorSpec([h, w, c], tf.float32))
         return self._head(images)
 
-    # -- calibration ------------------------------------------------------------------
+    # -- in Python ----------------------------------------------------------------------
     def predict(self, images, batch_size: int = 256) -> dict:
         """serving_default over a uint8 array in batches → numpy outputs."""
         parts = [self.serving_default(tf.constant(images[i:i + batch_size]))
                  for i in range(0, len(images), batch_size)]
         return {name: np.concatenate([p[name].numpy() for p in parts]) for name in OUTPUTS}
 
-    def calibrate(self, images) -> np.ndarray:
-        """Sets T from `images` (the run's evaluation data); returns their cluster ids."""
-        outputs = self.predict(images)
-        if not self.argmax:
-            nearest = outputs["distances"].min(axis=-1)
-            self.temperature.assign(float(max(nearest.mean(), MIN_TEMPERATURE)))
-        return outputs["cluster"]
 
-
-# The clustering head of each read-out kind: ClusteringModule.kind → method.
+# The exported head of each read-out kind (`ReadoutKind.head`) → method.
 READOUT_HEADS = {"centroids": ClusteringModule._centroid_head,
                  "argmax": ClusteringModule._argmax_head}

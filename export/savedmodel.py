@@ -109,8 +109,8 @@ def _model_card(run_dir, saved, config, readout, metrics, module, checkpoint) ->
         "training_backend": saved.get("backend"), "training": saved["settings"],
         "num_clusters": module.num_clusters, "input_shape": list(module.input_shape),
         "readout": {"key": readout.key, "feature": readout.feature,
-                    "normalize": readout.normalize, "clustering": readout.clustering,
-                    "temperature": None if module.argmax else float(module.temperature.numpy()),
+                    "normalize": readout.normalize, "clustering": readout.spec.kind,
+                    "temperature": None if module.argmax else readout.temperature,
                     "embedding": f"{module.feature}" + (" (L2-normalised)"
                                                         if module.normalize else "")},
         "metrics": {"evaluate_on": metrics.get("evaluate_on"),
@@ -145,7 +145,9 @@ def export_run(run_dir, base_dir, model_name: str, *, readout: str | None = None
     """
     from mixem_tf import checkpoints
     from mixem_tf.settings import TrainConfig
-    from mixem_tf.runs import load_evaluation, load_metrics, load_readout, load_run, load_run_config
+    from mixem_tf.features import evaluation_features
+    from mixem_tf.readouts import load_metrics, load_readout
+    from mixem_tf.runs import load_evaluation, load_run, load_run_config
 
     from export.module import ClusteringModule
     from export.warmup import warmup_requests, write_warmup
@@ -175,7 +177,8 @@ def export_run(run_dir, base_dir, model_name: str, *, readout: str | None = None
 
     module = ClusteringModule(model, chosen, saved["input_shape"],
                               max_image_pixels=max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
-    assignments = module.calibrate(evaluation.images)
+    assignments = chosen.assign(evaluation_features(run_dir, model=model,
+                                                    evaluation=evaluation))
     clusters = _clusters_table(assignments, evaluation.labels, module.num_clusters,
                                getattr(evaluation, "class_names", None))
     card = _model_card(run_dir, saved, config, chosen, metrics, module,
@@ -220,7 +223,8 @@ def main(argv=None):
     parser.add_argument("--base-dir", type=Path, default=Path("models"),
                         help="base folder of TF Serving's layout (default: models/)")
     parser.add_argument("--readout", default=None,
-                        help="FEATURE/l2|raw/CLUSTERING (default: the run's default read-out)")
+                        help="FEATURE/l2|raw/KIND[@K], any read-out the run stores (trainers.recluster "
+                             "adds more; default: the run's default read-out)")
     parser.add_argument("--require-metric", action="append", default=[], metavar="GATE",
                         help="e.g. nmi>=0.6 (repeatable): refuse to export below it")
     parser.add_argument("--max-image-pixels", type=int, default=None,

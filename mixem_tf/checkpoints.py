@@ -22,13 +22,12 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
-from keras import ops
+from mixem_tf.atomic import replace_atomic, write_json_atomic  # noqa: F401  (re-exported)
 
 __all__ = [
     "CheckpointMismatchError",
@@ -60,36 +59,6 @@ class CheckpointWarning(UserWarning):
     """A corrupt checkpoint was skipped or `checkpoint.json` rebuilt; the message says which."""
 
 
-def write_json_atomic(path, payload) -> None:
-    """Writes JSON so that readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    _replace_atomic(path, lambda handle: handle.write(json.dumps(payload, indent=2).encode()))
-
-
-def write_bytes_atomic(path, data: bytes) -> None:
-    """Writes `data` so that readers see the old file or the new one, never half of one."""
-    _replace_atomic(Path(path), lambda handle: handle.write(data))
-
-
-def _replace_atomic(path: Path, write) -> None:
-    """Calls `write(handle)` on a new file beside `path`, then moves it onto `path`.
-
-    The temporary file is opened with mode 0o666, so the umask applies as it does to `open`
-    (`tempfile.mkstemp` would make it 0600); O_EXCL refuses to reuse an existing name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -99,7 +68,7 @@ def _sha256(path: Path) -> str:
 
 
 def _arrays(prefix: str, variables) -> dict[str, np.ndarray]:
-    return {f"{prefix}/{i:05d}/{v.path}": ops.convert_to_numpy(v.value)
+    return {f"{prefix}/{i:05d}/{v.path}": np.asarray(v.numpy())
             for i, v in enumerate(variables)}
 
 
@@ -144,7 +113,7 @@ def save(directory, epoch: int, model, optimizer=None, keep: int = 2, extra: dic
     if optimizer is not None:
         arrays.update(_arrays("optimizer", optimizer.variables))
     name = f"epoch-{epoch:04d}.npz"
-    _replace_atomic(directory / name, lambda handle: np.savez(handle, **arrays))
+    replace_atomic(directory / name, lambda handle: np.savez(handle, **arrays))
     entry = {"epoch": epoch, "file": name, "sha256": _sha256(directory / name), **(extra or {})}
     try:
         known = _entries(_read_pointer(directory / POINTER))
@@ -289,7 +258,7 @@ def _assign(variables, saved, what: str, path) -> None:
 
 def copy_variables(source, target, what: str) -> None:
     """Copies `source` variables into `target` ones, checking count and shapes first."""
-    values = [(v.path, ops.convert_to_numpy(v.value)) for v in source]
+    values = [(v.path, np.asarray(v.numpy())) for v in source]
     _assign(target, values, what, "the source run")
 
 

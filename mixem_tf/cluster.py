@@ -1,4 +1,4 @@
-"""K-means read-outs on learned (or raw pixel) features (METHODS.md §1.4, §3.4, §5.10).
+"""K-means read-outs on learned (or raw pixel) features (docs/METHODS.md §1.4, §3.4, §5.10).
 
 Two named settings reproduce the papers' evaluation code and scikit-learn's defaults:
 
@@ -20,14 +20,15 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 __all__ = [
-    "CENTROID_CLUSTERINGS",
     "KMeansResult",
     "KMeansSettings",
     "OFFICIAL",
     "SKLEARN",
     "assign",
+    "component_init",
     "kmeans",
     "l2_normalize",
+    "squared_distances",
 ]
 
 
@@ -147,11 +148,9 @@ def kmeans(
     )
 
 
-def assign(features, centroids, *, normalize: bool = False) -> np.ndarray:
-    """Nearest-centroid ids for new samples (centroids come from `kmeans` in the same space)."""
+def squared_distances(features, centroids) -> np.ndarray:
+    """[N, K] squared Euclidean distances (clipped at 0) of samples to centroids."""
     features = _as_features(features)
-    if normalize:
-        features = l2_normalize(features)
     centroids = np.asarray(centroids, dtype=np.float64)
     if centroids.ndim != 2 or centroids.shape[1] != features.shape[1]:
         raise ValueError(
@@ -161,12 +160,18 @@ def assign(features, centroids, *, normalize: bool = False) -> np.ndarray:
     squared = (
         (features**2).sum(1, keepdims=True) - 2 * features @ centroids.T + (centroids**2).sum(1)
     )
-    return np.argmin(squared, axis=1).astype(np.int64)
+    return np.maximum(squared, 0.0)
+
+
+def assign(features, centroids, *, normalize: bool = False) -> np.ndarray:
+    """Nearest-centroid ids for new samples (centroids come from `kmeans` in the same space)."""
+    features = _as_features(features)
+    if normalize:
+        features = l2_normalize(features)
+    return np.argmin(squared_distances(features, centroids), axis=1).astype(np.int64)
 
 
 SETTINGS_BY_NAME = {"official": OFFICIAL, "sklearn": SKLEARN}
-#: The read-out clusterings that have centroids; every other row is a method's own assignment.
-CENTROID_CLUSTERINGS = ("kmeans", "kmeans_component_init")
 
 
 def component_init(features, components, num_clusters: int, *, num_components=None,
@@ -208,63 +213,3 @@ def component_init(features, components, num_clusters: int, *, num_components=No
         else:
             centres[row] = rng.uniform(low, high, size=features.shape[1])
     return centres
-
-
-def readout_table(features: dict, labels, num_clusters: int, *, settings="official",
-                  default: dict | None = None, components=None, num_components=None,
-                  assignments=(), seed: int = 0) -> list[dict]:
-    """Every read-out of a method's features, scored against `labels`.
-
-    For each feature (raw and L2-normalised): K-means with k-means++ seeding ("kmeans", the
-    papers' "random init"), and, when the mixture's argmax `components` are given, K-means
-    initialised from the component means ("kmeans_component_init", one run). Then one row per
-    entry of `assignments`: the method's own clusterings (MIX'EM's argmax π, cdec's argmax q).
-
-    Args:
-        features: name → [N, D] array (e.g. {"h": ..., "z": ...}).
-        labels: ground truth for scoring, or None (then only cluster sizes are reported).
-        default: {"feature", "normalize", "clustering"} of the method's default read-out.
-        assignments: (feature, clustering, cluster ids [N]) triples, scored as raw read-outs
-            without centroids.
-
-    Returns:
-        One row per read-out: feature, normalize, clustering, acc, nmi, ari, default,
-        cluster_sizes, and "centroids" ([K, D]; None for the argmax), for export.
-    """
-    from mixem_tf.metrics import cluster_sizes, evaluate_clustering
-
-    if isinstance(settings, str):
-        settings = SETTINGS_BY_NAME[settings]
-    default = default or {}
-
-    def row(feature, normalize, clustering, labels_pred, centroids):
-        scores = evaluate_clustering(labels, labels_pred) if labels is not None else {}
-        is_default = (default.get("feature") == feature and
-                      bool(default.get("normalize")) == normalize and
-                      default.get("clustering", "kmeans") == clustering)
-        return {"feature": feature, "normalize": normalize, "clustering": clustering, **scores,
-                "default": is_default,
-                "cluster_sizes": cluster_sizes(labels_pred,
-                                               max(num_clusters, int(labels_pred.max()) + 1)
-                                               ).tolist(),
-                "centroids": centroids}
-
-    rows = []
-    for name, values in features.items():
-        for normalize in (False, True):
-            result = kmeans(values, num_clusters, settings=settings, normalize=normalize,
-                            seed=seed)
-            rows.append(row(name, normalize, "kmeans", result.labels, result.centroids))
-            if components is None:
-                continue
-            space = l2_normalize(values) if normalize else _as_features(values)
-            init = component_init(space, components, num_clusters,
-                                  num_components=num_components, seed=seed)
-            result = kmeans(space, num_clusters, init=init, settings=settings, seed=seed)
-            rows.append(row(name, normalize, "kmeans_component_init", result.labels,
-                            result.centroids))
-    for feature, clustering, labels_pred in assignments:
-        rows.append(row(feature, False, clustering, np.asarray(labels_pred, np.int64), None))
-    if default and not any(r["default"] for r in rows):
-        raise ValueError(f"the default read-out {default} is not among the read-outs")
-    return rows

@@ -17,12 +17,11 @@ Example:
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-from mixem_tf.checkpoints import write_bytes_atomic
+from mixem_tf.atomic import write_npz_atomic
 
 __all__ = ["NEIGHBOURS_FILE", "load_neighbours", "mine_neighbours", "save_neighbours"]
 
@@ -69,10 +68,9 @@ def mine_neighbours(features, k: int = 20, *, normalize: bool = True,
 
 def save_neighbours(run_dir, indices, *, feature: str) -> Path:
     """Writes `indices` (and the feature they were mined in) to `run_dir`/NEIGHBOURS_FILE."""
-    buffer = io.BytesIO()
-    np.savez(buffer, indices=np.asarray(indices, np.int64), feature=np.array(feature))
     path = Path(run_dir) / NEIGHBOURS_FILE
-    write_bytes_atomic(path, buffer.getvalue())
+    write_npz_atomic(path, {"indices": np.asarray(indices, np.int64),
+                            "feature": np.array(feature)})
     return path
 
 

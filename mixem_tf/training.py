@@ -8,8 +8,9 @@ the run directory:
     runs/NAME/checkpoints/     model + optimiser after every epoch (atomic), checkpoint.json
     runs/NAME/history.csv      per-epoch logs (every loss term, throughput)
     runs/NAME/logs/            TensorBoard logs (when TensorFlow is installed)
-    runs/NAME/metrics.json     the read-out table with cluster-size histograms
-    runs/NAME/readout.npz      K-means centroids of every read-out (for export)
+    runs/NAME/features/        evaluation features of the latest checkpoint (mixem_tf.features)
+    runs/NAME/metrics.json     the read-out table with cluster-size histograms (mixem_tf.readouts)
+    runs/NAME/readout.npz      every read-out's fitted parameters (for export)
     runs/NAME/skipped_files.csv  `folder:` data: every file not used, with the reason
 """
 
@@ -30,18 +31,24 @@ import keras
 from mixem_tf import checkpoints
 from mixem_tf.callbacks import (EpochCheckpoint, EpochTimeEstimate, HistoryCSV, MethodHooks,
                                 NonFiniteLossError, StopOnNonFiniteLoss, Throughput)
-from mixem_tf.cluster import readout_table
+from mixem_tf.cluster import SETTINGS_BY_NAME, KMeansSettings
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.methods import build_method, method_class
 from mixem_tf.settings import TrainConfig
-from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config, readout_key
+from mixem_tf.readouts import Readout, fit_readout, save_readouts
+from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config
 from mixem_tf.report import format_table
 from mixem_tf.versions import library_versions
 
 SKIPPED_FILE = "skipped_files.csv"
 
-__all__ = ["RunResult", "evaluate_run", "make_optimizer", "readout_report",
+__all__ = ["READOUT_MODES", "RunResult", "evaluate_run", "make_optimizer", "readout_report",
            "train_run"]
+
+#: What a run's evaluation fits: the default read-out only; every read-out, the non-default
+#: K-means rows at `QUICK_INITS` restarts; every read-out at the run's K-means budget.
+READOUT_MODES = ("default", "all", "paper")
+QUICK_INITS = 10
 
 
 @dataclass
@@ -51,13 +58,13 @@ class RunResult:
     out_dir: Path
     config: TrainConfig
     history: dict = field(default_factory=dict)
-    readouts: list = field(default_factory=list)
+    readouts: list[Readout] = field(default_factory=list)
     images_per_s: list = field(default_factory=list)
     model: keras.Model | None = None
 
     @property
-    def default_readout(self) -> dict:
-        return next(row for row in self.readouts if row["default"])
+    def default_readout(self) -> Readout:
+        return next(r for r in self.readouts if r.row["default"])
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -247,8 +254,12 @@ def source_record(run_dir) -> dict:
 
 
 def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
-              epochs: int | None = None, verbose: int = 1, deterministic: bool = False) -> RunResult:
+              epochs: int | None = None, verbose: int = 1, deterministic: bool = False,
+              readouts: str = "all") -> RunResult:
     """Trains (or resumes) one run and evaluates its read-outs; see the module docstring.
+
+    Args:
+        readouts: which read-outs the evaluation fits (`READOUT_MODES`).
 
     Raises:
         ValueError / PermissionError / DatasetUnavailableError: bad settings, found before
@@ -259,6 +270,9 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     from mixem_tf.data.folder import SkippedFilesWarning
 
     out_dir = Path(out_dir)
+    if readouts not in READOUT_MODES:
+        raise ValueError(f"--readouts must be one of {', '.join(READOUT_MODES)}, got "
+                         f"{readouts!r}")
     if resume:
         saved = load_run_config(out_dir, flag="--resume")
         config = TrainConfig.from_saved(saved["settings"])
@@ -364,7 +378,8 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
 
     result = RunResult(out_dir, config, history, images_per_s=throughput.per_epoch, model=model)
     result.readouts = evaluate_run(model, evaluation, num_clusters, config,
-                                   write_to=out_dir if strategy.is_chief else None)
+                                   write_to=out_dir if strategy.is_chief else None,
+                                   readouts=readouts, verbose=bool(verbose))
     return result
 
 
@@ -397,29 +412,68 @@ def _save_epoch_target(out_dir: Path, saved: dict, epochs: int) -> None:
         checkpoints.write_json_atomic(out_dir / CONFIG_FILE, saved)
 
 
-def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None):
-    """Embeds the evaluation images, runs every read-out, writes metrics.json / readout.npz."""
-    features = model.predict(evaluation.images, batch_size=256, verbose=0)
-    features = {name: np.asarray(value, dtype=np.float64) for name, value in features.items()}
-    rows = readout_table(labels=evaluation.labels, num_clusters=num_clusters,
-                         settings=config.readout_settings, default=model.default_readout,
-                         seed=config.seed, **model.readout_inputs(features))
+def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None,
+                 readouts: str = "all", verbose: bool = False) -> list[Readout]:
+    """Embeds the evaluation images (kept in the run's features/), fits the default read-out
+    at the run's K-means budget (and says its scores at once with `verbose`), then the rest
+    of the table as `readouts` says (`READOUT_MODES`); writes metrics.json and readout.npz
+    anew.
+    """
+    from mixem_tf.checkpoints import CheckpointWarning
+    from mixem_tf.features import embed, evaluation_features
+
     if write_to is not None:
-        table = [{k: v for k, v in row.items() if k != "centroids"} for row in rows]
-        checkpoints.write_json_atomic(Path(write_to) / "metrics.json", {
+        with warnings.catch_warnings():  # a checkpoint fallback was reported when restored
+            warnings.simplefilter("ignore", CheckpointWarning)
+            features = evaluation_features(write_to, model=model, evaluation=evaluation,
+                                           verbose=False)
+    else:
+        features = embed(model, evaluation.images)
+    settings = SETTINGS_BY_NAME[config.readout_settings]
+    quick = settings if readouts == "paper" else KMeansSettings(
+        n_init=min(settings.n_init, QUICK_INITS), max_iter=settings.max_iter, tol=settings.tol)
+    context = model.readout_context(features)
+
+    def fit(spec, budget):
+        return fit_readout(spec, features, num_clusters, run_clusters=num_clusters,
+                           labels=evaluation.labels, settings=budget, seed=config.seed,
+                           context=context)
+
+    default_spec = model.default_spec()
+    default = fit(default_spec, settings)
+    default.row["default"] = True
+    if verbose:
+        print(f"default read-out {default.name}: {_scores(default.row)}", file=sys.stderr)
+    fitted = [default if spec == default_spec else fit(spec, quick)
+              for spec in model.readout_specs() if readouts != "default" or spec == default_spec]
+    if default not in fitted:
+        fitted.insert(0, default)
+    if write_to is not None:
+        save_readouts(write_to, fitted, header={
             "dataset": config.dataset, "method": config.method,
             "evaluate_on": config.evaluate_on, "evaluation_images": len(evaluation),
-            "num_clusters": num_clusters, "readouts": table,
-        })
-        np.savez(Path(write_to) / "readout.npz", **{
-            readout_key(row, sep="_"): row["centroids"]
-            for row in rows if row["centroids"] is not None})
-    return rows
+            "num_clusters": num_clusters})
+    return fitted
 
 
-def readout_report(rows) -> str:
+def _scores(row: dict) -> str:
+    """ACC/NMI/ARI when the data has labels, else the cluster sizes' range."""
+    if "acc" in row:
+        return f"ACC {row['acc']:.4f}, NMI {row['nmi']:.4f}, ARI {row['ari']:.4f}"
+    sizes = [s for s in row["cluster_sizes"] if s]
+    return (f"{len(sizes)} non-empty clusters of {min(sizes)} to {max(sizes)} images "
+            "(no labels to score against)")
+
+
+def readout_report(readouts: list[Readout]) -> str:
     """The read-out table as text, the default read-out marked with *."""
-    columns = ["feature", "normalize", "clustering", "acc", "nmi", "ari", "default"]
-    shown = [{**row, "normalize": "l2" if row["normalize"] else "raw",
-              "default": "*" if row["default"] else ""} for row in rows]
-    return format_table(shown, [c for c in columns if c in rows[0] or c == "default"])
+    labelled = "acc" in readouts[0].row
+    shown = []
+    for readout in readouts:
+        sizes = [s for s in readout.row["cluster_sizes"] if s]
+        shown.append({"readout": readout.name, "K": readout.num_clusters,
+                      **({k: readout.row[k] for k in ("acc", "nmi", "ari")} if labelled else
+                         {"non-empty": len(sizes), "smallest": min(sizes),
+                          "largest": max(sizes)}),
+                      "default": "*" if readout.row["default"] else ""})
+    return format_table(shown, list(shown[0]))

@@ -159,7 +159,7 @@ def test_cdec_from_a_simclr_run_learns_digits_beyond_pixel_kmeans(tmp_path):
     train_run(TrainConfig(method="simclr", **shared), tmp_path / "simclr", verbose=0)
     result = train_run(TrainConfig(method="cdec", init_from=str(tmp_path / "simclr"), **shared),
                        tmp_path / "cdec", verbose=0)
-    own = next(r for r in result.readouts if r["default"])
+    own = result.default_readout.row
     assert (own["feature"], own["clustering"]) == ("q", "argmax")
     assert own["acc"] > pixel_acc + 0.03, (own["acc"], pixel_acc)
     assert result.history["clusters_used"][-1] >= 8

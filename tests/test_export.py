@@ -16,7 +16,8 @@ tf = pytest.importorskip("tensorflow")
 
 from export import savedmodel  # noqa: E402
 from export.savedmodel import MetricGate, export_run  # noqa: E402
-from mixem_tf.runs import load_evaluation, load_readout, load_run  # noqa: E402
+from mixem_tf.readouts import load_readout  # noqa: E402
+from mixem_tf.runs import load_evaluation, load_run  # noqa: E402
 from mixem_tf.cli import run as run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -63,11 +63,12 @@ def test_an_argmax_readout_exports_its_assignment_to_savedmodel_and_onnx(
     from export.runtime import load_predictor
     from export.savedmodel import export_run
     from mixem_tf.data import load_dataset
-    from mixem_tf.runs import load_readout, load_run
+    from mixem_tf.readouts import load_readout
+    from mixem_tf.runs import load_run
 
     run_dir = request.getfixturevalue(f"{name}_run")
     readout = load_readout(run_dir)
-    assert readout.key == key and readout.centroids is None
+    assert readout.key == key and readout.head == "argmax"
     version = export_run(run_dir, tmp_path / "models", name, verbose=False)
     images = load_dataset("digits").images[:64]
     expected = load_run(run_dir)[0].predict(images, verbose=0)[feature]

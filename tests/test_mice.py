@@ -459,7 +459,7 @@ def test_digits_posterior_learns_more_than_kmeans_on_pixels(tmp_path):
     epochs = 30
     result = train_run(TrainConfig(dataset="digits", method="mice", epochs=epochs),
                        tmp_path / "run", verbose=0)
-    rows = {(row["feature"], row["clustering"]): row for row in result.readouts}
+    rows = {(r.feature, r.spec.kind): r.row for r in result.readouts}
     posterior = rows[("r", "argmax")]
     assert posterior["default"] and set(rows) >= {("h", "kmeans"), ("pi", "argmax")}
     digits = load_dataset("digits")

@@ -178,19 +178,23 @@ def test_component_init_over_clustering_takes_the_most_frequent_components():
         cluster.component_init(features, [0] * 6, 3, num_components=2)
 
 
-def test_readout_table_has_every_mixem_readout_and_one_default():
+def test_mixem_readouts_are_every_kind_on_every_feature_and_its_mixture_argmax():
+    from mixem_tf.methods import MixEM
+    from mixem_tf.readouts import ReadoutSpec, fit_readout
+
+    specs = MixEM.readout_specs()
+    assert len(specs) == 3 * 2 * 2 + 1  # (h, z, e_max) x (raw, l2) x (kmeans, component init)
+    assert ReadoutSpec("z", True, "kmeans_component_init") in specs
+    assert specs[-1] == ReadoutSpec("pi", False, "mixture_argmax")
+    assert MixEM.default_spec() in specs
     rng = np.random.default_rng(7)
     labels = np.repeat(np.arange(3), 20)
-    h = rng.normal(size=(60, 5)) + labels[:, None] * 5
-    rows = cluster.readout_table({"h": h}, labels, 3, components=labels,
-                                 assignments=[("pi", "mixture_argmax", labels)],
-                                 default={"feature": "h", "normalize": True,
-                                          "clustering": "kmeans_component_init"})
-    kinds = {(r["feature"], r["normalize"], r["clustering"]) for r in rows}
-    assert ("h", True, "kmeans_component_init") in kinds and ("pi", False, "mixture_argmax") in kinds
-    assert len(rows) == 5 and sum(r["default"] for r in rows) == 1
-    argmax = next(r for r in rows if r["clustering"] == "mixture_argmax")
-    assert argmax["acc"] == 1.0
+    features = {"h": rng.normal(size=(60, 5)) + labels[:, None] * 5, "pi": np.eye(3)[labels]}
+    context = {"components": labels, "num_components": 3}
+    for spec in (ReadoutSpec("h", False, "kmeans_component_init"), specs[-1]):
+        readout = fit_readout(spec, features, 3, run_clusters=3, labels=labels,
+                              context=context)
+        assert readout.row["acc"] == 1.0 and readout.num_clusters == 3
 
 
 # -- learning ------------------------------------------------------------------------------------
@@ -212,7 +216,7 @@ def test_mixem_on_digits_uses_its_components_and_beats_pixel_kmeans(tmp_path):
     history = result.history
     assert history["clusters_used"][-1] >= 8
     assert history["largest_cluster"][-1] < 0.5
-    default = next(r for r in result.readouts if r["default"])
+    default = result.default_readout.row
     assert (default["feature"], default["normalize"]) == ("z", True)
     assert default["acc"] > pixel_acc + 0.03, (default["acc"], pixel_acc)
 

@@ -9,6 +9,7 @@ import pytest
 
 from mixem_tf.methods import METHODS
 from mixem_tf.settings import TrainConfig
+from mixem_tf import criteria
 from mixem_tf.tuning import objectives
 from mixem_tf.tuning.space import apply_values, load_space_file, search_space
 
@@ -111,7 +112,7 @@ def test_silhouette_prefers_clusters_that_follow_the_features():
     rng = np.random.default_rng(0)
     clusters = np.repeat(np.arange(4), 50)
     centres = np.eye(8)[:4] * 5
-    features = objectives.l2_normalize(centres[clusters] + rng.normal(size=(200, 8)))
+    features = criteria.l2_normalize(centres[clusters] + rng.normal(size=(200, 8)))
     good = objectives.silhouette(_evidence(clusters, features=features))
     shuffled = objectives.silhouette(_evidence(rng.permutation(clusters), features=features))
     assert good > 0.5 and shuffled < 0.05
@@ -122,13 +123,13 @@ def test_the_consensus_of_agreeing_trials_recovers_their_partition():
     truth = np.repeat(np.arange(4), 50)
     noisy = [np.where(rng.random(200) < 0.1, rng.integers(0, 4, 200), (truth + shift) % 4)
              for shift in range(5)]  # each trial: other ids, 10% of images moved at random
-    consensus = objectives.consensus_clustering(noisy, 4)
-    assert objectives.normalized_mutual_info(truth, consensus) == pytest.approx(1.0)
+    consensus = criteria.consensus_clustering(noisy, 4)
+    assert criteria.normalized_mutual_info(truth, consensus) == pytest.approx(1.0)
     outlier = rng.integers(0, 4, 200)
     assert objectives.consensus(_evidence(truth), noisy) == pytest.approx(1.0)
     assert objectives.consensus(_evidence(outlier), noisy) < 0.1
     assert objectives.consensus(_evidence(truth), []) == 0.0
-    final = objectives.final_consensus({0: noisy[0], 1: noisy[1], 2: noisy[2], 3: outlier}, 4)
+    final = criteria.final_consensus({0: noisy[0], 1: noisy[1], 2: noisy[2], 3: outlier}, 4)
     assert min(final[0], final[1], final[2]) > 0.6 > 0.1 > final[3]
 
 
@@ -164,12 +165,12 @@ def test_shuffling_the_labels_leaves_every_objective_unchanged():
         data.labels))
     values, accuracies = [], []
     for evaluation in (data, shuffled):
-        rows = evaluate_run(model, evaluation, 10, config)
-        row = next(r for r in rows if r["default"])
+        readouts = evaluate_run(model, evaluation, 10, config, readouts="default")
+        row = next(r for r in readouts if r.row["default"])
         evidence = objectives.trial_evidence(model, evaluation.images, row)
         values.append((objectives.stability(evidence),
                        objectives.consensus(evidence, [evidence.augmented]),
                        objectives.silhouette(evidence)))
-        accuracies.append(row["acc"])
+        accuracies.append(row.row["acc"])
     assert values[0] == values[1]
     assert accuracies[0] != accuracies[1]

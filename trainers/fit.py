@@ -130,9 +130,9 @@ def main(argv=None) -> int:
         return 1
     print(readout_report(result.readouts))
     best = result.default_readout
-    scores = "  ".join(f"{k.upper()} {best[k]:.4f}" for k in ("acc", "nmi", "ari") if k in best)
-    print(f"run: {result.out_dir}  default read-out ({best['clustering']} on "
-          f"{'L2-normalised ' if best['normalize'] else ''}{best['feature']}): {scores}")
+    scores = "  ".join(f"{k.upper()} {best.row[k]:.4f}" for k in ("acc", "nmi", "ari")
+                       if k in best.row)
+    print(f"run: {result.out_dir}  default read-out {best.name}: {scores or 'no labels'}")
     return 0
 
 

@@ -40,6 +40,7 @@ from keras import ops
 from mixem_tf.augment import AugmentConfig, Augmenter, preprocess
 from mixem_tf.methods.augmentation import view_config
 from mixem_tf.methods.options import MethodOptions
+from mixem_tf.readouts import ReadoutSpec
 
 __all__ = ["CLEAN", "ClusteringMethod"]
 
@@ -67,6 +68,10 @@ class ClusteringMethod(keras.Model):
         protocol: its paper's train/evaluation data ({"train_on", "evaluate_on"}).
         loss_names: the names of `loss_terms`' entries, logged each epoch.
         feature_names: evaluation outputs; readout_features: those K-means clusters.
+        readout_kinds: the read-out kinds (`mixem_tf.readouts.READOUT_KINDS`) fitted on each
+            of `readout_features`, raw and L2-normalised.
+        own_readouts: (feature, kind) of the method's own assignments (an argmax of a
+            probability vector the network outputs).
         default_readout: {"feature", "normalize", "clustering"} of its default read-out row.
         embedding_feature: the feature an export gives as `embedding` when it serves one of
             the method's own (argmax) read-outs.
@@ -101,6 +106,8 @@ class ClusteringMethod(keras.Model):
     loss_names: ClassVar[tuple[str, ...]] = ()
     feature_names: ClassVar[tuple[str, ...]] = ("h",)
     readout_features: ClassVar[tuple[str, ...] | None] = None  # default: feature_names
+    readout_kinds: ClassVar[tuple[str, ...]] = ("kmeans",)
+    own_readouts: ClassVar[tuple[tuple[str, str], ...]] = ()
     default_readout: ClassVar[dict] = {"feature": "h", "normalize": True, "clustering": "kmeans"}
     embedding_feature: ClassVar[str] = "h"  # exported as `embedding` beside an argmax read-out
     search_space: ClassVar[dict] = {"lr": {"min": 1e-4, "max": 1e-2, "sampling": "log"}}
@@ -187,11 +194,26 @@ class ClusteringMethod(keras.Model):
         """The method's loss terms (scalars) from `forward_views`' outputs."""
         raise NotImplementedError
 
-    def readout_inputs(self, features: dict) -> dict:
-        """Arguments of `cluster.readout_table` beyond the labels: the features K-means
-        clusters, and the method's own rows (`assignments`, component-initialised K-means)."""
-        names = self.readout_features or self.feature_names
-        return {"features": {name: features[name] for name in names}}
+    @classmethod
+    def readout_specs(cls) -> list[ReadoutSpec]:
+        """Every read-out of the method's table: each kind on each K-means feature (raw and
+        L2-normalised), then the method's own assignments."""
+        return ([ReadoutSpec(feature, normalize, kind)
+                 for feature in cls.readout_features or cls.feature_names
+                 for normalize in (False, True) for kind in cls.readout_kinds]
+                + [ReadoutSpec(feature, False, kind) for feature, kind in cls.own_readouts])
+
+    @classmethod
+    def default_spec(cls) -> ReadoutSpec:
+        """The default read-out's spec."""
+        row = cls.default_readout
+        return ReadoutSpec(row["feature"], bool(row["normalize"]),
+                           row.get("clustering", "kmeans"))
+
+    def readout_context(self, features: dict) -> dict:
+        """What the method's read-out kinds need beyond the features (MIX'EM: its mixture
+        components for `kmeans_component_init`)."""
+        return {}
 
     def monitors(self, images, out_dir) -> list:
         """The method's own Keras callbacks for a run (e.g. cluster-size alarms); `images` is

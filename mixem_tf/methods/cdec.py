@@ -72,6 +72,7 @@ class CDEC(ClusteringMethod):
     loss_names = ("nt_xent", "cluster", "anchor")
     feature_names = ("h", "z", "q")
     readout_features = ("h", "z")
+    own_readouts = (("q", "argmax"),)
     default_readout = {"feature": "q", "normalize": False, "clustering": "argmax"}
     embedding_feature = "z"
     # α, β, γ log-uniform over a decade either side of the official 1, and the learning rate.
@@ -114,10 +115,6 @@ class CDEC(ClusteringMethod):
         h = self.predict(images, batch_size=256, verbose=0)["h"]
         centres = kmeans(h, self.num_clusters, settings=SKLEARN, seed=self.seed).centroids
         self.assignment.centres.assign(centres.astype(np.float32))
-
-    def readout_inputs(self, features):
-        return {**super().readout_inputs(features),
-                "assignments": [("q", "argmax", np.argmax(features["q"], axis=-1))]}
 
     def monitors(self, images, out_dir):
         from mixem_tf.callbacks import ClusterSizeMonitor

@@ -227,6 +227,7 @@ class MiCE(ClusteringMethod):
     diagnostics = ("expected_log_prior", "expected_log_likelihood", "posterior_entropy")
     feature_names = ("h", "r", "pi")
     readout_features = ("h",)
+    own_readouts = (("r", "argmax"), ("pi", "argmax"))
     default_readout = {"feature": "r", "normalize": False, "clustering": "argmax"}
     embedding_feature = "h"
     # The temperatures, around the paper's τ = κ = 1.0 and the small recipe's 0.5.
@@ -385,12 +386,6 @@ class MiCE(ClusteringMethod):
         mu[chosen] = sums[chosen] / norms[chosen]
         self.expert_prototypes.assign(mu)
         logs["experts_chosen"] = float(chosen.sum())
-
-    # -- read-outs ---------------------------------------------------------------------------
-    def readout_inputs(self, features):
-        return {**super().readout_inputs(features),
-                "assignments": [("r", "argmax", np.argmax(features["r"], axis=-1)),
-                                ("pi", "argmax", np.argmax(features["pi"], axis=-1))]}
 
     def monitors(self, images, out_dir):
         from mixem_tf.callbacks import ClusterSizeMonitor

@@ -116,6 +116,8 @@ class MixEM(ClusteringMethod):
     loss_names = ("nt_xent", "entropy", "sharpening", "pull", "push")
     feature_names = ("h", "z", "e_max", "pi")
     readout_features = ("h", "z", "e_max")
+    readout_kinds = ("kmeans", "kmeans_component_init")
+    own_readouts = (("pi", "mixture_argmax"),)
     # Measured (docs/BENCHMARKS.md, 3-5 seeds, digits at 200 epochs, Fashion-MNIST at 3 and
     # 10): K-means on the L2-normalised mixed embedding z is the best read-out with the small
     # recipe's weights (3-6 ACC points above h, ahead of the component-initialised K-means), and
@@ -150,11 +152,9 @@ class MixEM(ClusteringMethod):
                                    self.options.hidden_dim)
         self.nt_xent = NTXentLoss(self.options.temperature)
 
-    def readout_inputs(self, features):
-        components = np.argmax(features["pi"], axis=-1)
-        return {**super().readout_inputs(features), "components": components,
-                "num_components": self.num_components,
-                "assignments": [("pi", "mixture_argmax", components)]}
+    def readout_context(self, features):
+        return {"components": np.argmax(features["pi"], axis=-1),
+                "num_components": self.num_components}
 
     def monitors(self, images, out_dir):
         from mixem_tf.callbacks import ClusterSizeMonitor

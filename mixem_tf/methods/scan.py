@@ -101,11 +101,11 @@ class SCAN(SourceStage):
             raise ValueError("scan needs its --init-from run to mine neighbours")
         labels, features, readout = source_assignments(
             source, images, self.options.neighbour_readout or None)
-        print(f"mining {k} neighbours of {len(images)} images in {readout.key} of {source}",
+        print(f"mining {k} neighbours of {len(images)} images in {readout.name} of {source}",
               file=sys.stderr)
-        self.neighbours = mine_neighbours(features, k, normalize=True)
+        self.neighbours = mine_neighbours(features, k, normalize=False)
         if run_dir is not None:
-            save_neighbours(run_dir, self.neighbours, feature=readout.key)
+            save_neighbours(run_dir, self.neighbours, feature=readout.name)
         if not resume and self.options.head_init == "source":
             agreement = self.fit_head(images, labels)
             print(f"head fitted to the source's clusters ({agreement:.0%} of them reproduced)",

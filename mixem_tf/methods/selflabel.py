@@ -92,7 +92,7 @@ class SelfLabel(SourceStage):
             return
         labels, _, readout = source_assignments(source, images)
         agreement = self.fit_head(images, labels)
-        print(f"head fitted to {readout.key} of {source} ({agreement:.0%} of its clusters "
+        print(f"head fitted to {readout.name} of {source} ({agreement:.0%} of its clusters "
               "reproduced)", file=sys.stderr)
 
     def make_views(self, images):

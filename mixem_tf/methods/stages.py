@@ -45,22 +45,22 @@ def stage_recipes(paper: dict, small: dict, small_epochs: dict) -> dict:
 
 def source_assignments(source_dir, images, choice: str | None = None):
     """(cluster ids of `images` [N], features [N, D], read-out) under the source run's read-out
-    `choice` (None: its default), computed by the source's own model. For an argmax read-out
-    the features are the method's `embedding_feature` (what its export serves as embedding)."""
-    from mixem_tf.cluster import assign, l2_normalize
-    from mixem_tf.runs import load_readout, load_run
+    `choice` (None: its default), computed by the source's own model. The features are the
+    read-out's space (its feature, L2-normalised if it says so); for an argmax read-out, the
+    method's `embedding_feature` (what its export serves as embedding), L2-normalised."""
+    from mixem_tf.cluster import l2_normalize
+    from mixem_tf.readouts import load_readout
+    from mixem_tf.runs import load_run
 
     readout = load_readout(source_dir, choice)
     model = load_run(source_dir, flag="--init-from")[0]
-    computed = model.predict(images, batch_size=256, verbose=0)
-    if readout.centroids is None:
-        labels = np.argmax(np.asarray(computed[readout.feature]), axis=-1)
-        features = np.asarray(computed[model.embedding_feature], np.float64)
-        return labels.astype(np.int64), l2_normalize(features), readout
-    features = np.asarray(computed[readout.feature], np.float64)
-    if readout.normalize:
-        features = l2_normalize(features)
-    return assign(features, readout.centroids), features, readout
+    computed = {name: np.asarray(value) for name, value in
+                model.predict(images, batch_size=256, verbose=0).items()}
+    if readout.head == "argmax":
+        features = l2_normalize(computed[model.embedding_feature])
+    else:
+        features = readout.space(computed)
+    return readout.assign(computed), features, readout
 
 
 class SourceStage(ClusteringMethod):
@@ -73,6 +73,7 @@ class SourceStage(ClusteringMethod):
 
     feature_names = ("h", "p")
     readout_features = ("h",)
+    own_readouts = (("p", "argmax"),)
     default_readout = {"feature": "p", "normalize": False, "clustering": "argmax"}
     embedding_feature = "h"
     readout_option: ClassVar[str | None] = None
@@ -88,7 +89,8 @@ class SourceStage(ClusteringMethod):
 
     @classmethod
     def check_source(cls, config) -> None:
-        from mixem_tf.runs import load_metrics, load_readout, load_run_config
+        from mixem_tf.readouts import load_metrics, load_readout
+        from mixem_tf.runs import load_run_config
 
         if not config.init_from:
             raise ValueError(f"--method {cls.name} refines a trained run: pass --init-from RUN "
@@ -121,10 +123,6 @@ class SourceStage(ClusteringMethod):
         h = self.backbone(images, training=training)
         logits = self.cluster_head(h)
         return {"h": h, "logits": logits, "p": ops.softmax(logits, axis=-1)}
-
-    def readout_inputs(self, features):
-        return {**super().readout_inputs(features),
-                "assignments": [("p", "argmax", np.argmax(features["p"], axis=-1))]}
 
     def fit_head(self, images, labels) -> float:
         """Sets the head to a multinomial logistic regression of `labels` on h of the clean

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixem_tf import criteria
 from mixem_tf.tuning import objectives as objectives_module
 from mixem_tf.tuning.space import apply_values
 
@@ -234,7 +235,7 @@ class Study:
         try:
             result = self._train(trial, values, out, train_run, TrainConfig)
             row = result.default_readout
-            record.update({k: row[k] for k in ("acc", "nmi", "ari") if k in row})
+            record.update({k: row.row[k] for k in ("acc", "nmi", "ari") if k in row.row})
             record.update(self._score(result.model, result.config, row, out, trial.trial_id))
             record["status"] = "completed"
         except (NonFiniteLossError, ValueError, FloatingPointError) as error:
@@ -338,7 +339,7 @@ class Study:
         records = self.records()
         completed = [r for r in records if r["status"] == "completed"]
         if completed:
-            final = objectives_module.final_consensus(
+            final = criteria.final_consensus(
                 self.clusterings(), self._num_clusters(completed[0]), self.seed)
             for record in completed:
                 record["objectives"]["consensus"] = final[record["trial"]]
