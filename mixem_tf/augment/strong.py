@@ -242,6 +242,7 @@ def cutout(x, side, top, left):
     ``left``) [N], clipped at the border: rows ``[top − side//2, top + side//2)``, columns
     likewise."""
     h, w, _ = static_hwc(x)
+    side, top, left = (ops.cast(v, "float32") for v in (side, top, left))
     half = ops.floor(side / 2.0)[:, None]
     rows = ops.arange(h, dtype="float32")[None, :]
     cols = ops.arange(w, dtype="float32")[None, :]
