@@ -20,7 +20,8 @@ own report. All are maximised.
 
 `check_not_collapsed` refuses a degenerate clustering (`CollapsedClusteringError`: one cluster
 holding more than half of the images, or a single cluster), which stability and consensus
-would otherwise reward.
+would otherwise reward when the trials compared share one K; choosing among Ks turns it off
+(at K = 2 a cluster of over half the images is no sign of collapse).
 
 Example:
     >>> stability(clusters_clean, clusters_augmented), silhouette(features, clusters)
@@ -59,17 +60,20 @@ def check_not_collapsed(clusters: np.ndarray) -> None:
             f"(more than {MAX_CLUSTER_SHARE:.0%})")
 
 
-def stability(clean: np.ndarray, augmented: np.ndarray) -> float:
+def stability(clean: np.ndarray, augmented: np.ndarray, *,
+              refuse_collapsed: bool = True) -> float:
     """ARI between the clusters of the clean and of the augmented images."""
-    check_not_collapsed(clean)
+    if refuse_collapsed:
+        check_not_collapsed(clean)
     return adjusted_rand_index(clean, augmented)
 
 
 def silhouette(features: np.ndarray, clusters: np.ndarray, seed: int = 0,
-               sample: int | None = None) -> float:
+               sample: int | None = None, *, refuse_collapsed: bool = True) -> float:
     """Silhouette of `clusters` on `features` after L2 normalisation (cosine distance), on a
     seeded sample of `sample` images when given."""
-    check_not_collapsed(clusters)
+    if refuse_collapsed:
+        check_not_collapsed(clusters)
     return float(silhouette_score(l2_normalize(features), clusters, metric="cosine",
                                   sample_size=sample if sample and sample < len(clusters)
                                   else None, random_state=seed))

@@ -5,8 +5,8 @@ K or reviewing the clusters does not run the network again.
     runs/NAME/features/epoch-0005.clean.npz       float32 outputs of the clean images
     runs/NAME/features/epoch-0005.augmented.npz   of one augmented view of each (seeded)
 
-A file holds every evaluation feature of the method (`feature_names`) as float32 [N, D] and
-the SHA-256 of the checkpoint it came from: on disk it costs N × (sum of the features'
+A file holds every evaluation feature of the method (`feature_names`) as float32 [N, D], the
+SHA-256 of the checkpoint it came from and (clean view) the evaluation labels, if any: on disk it costs N × (sum of the features'
 widths) × 4 bytes per view (digits with MIX'EM's h, z, e_max, π: 1,797 × 812 × 4 ≈ 5.8 MB).
 Only the latest checkpoint's files are kept.
 
@@ -24,11 +24,12 @@ import numpy as np
 from mixem_tf import checkpoints
 from mixem_tf.atomic import write_npz_atomic
 
-__all__ = ["FEATURES_DIR", "VIEWS", "embed", "evaluation_features"]
+__all__ = ["FEATURES_DIR", "VIEWS", "embed", "evaluation_features", "evaluation_labels"]
 
 FEATURES_DIR = "features"
 VIEWS = ("clean", "augmented")
 CHECKPOINT_KEY = "__checkpoint__"
+LABELS_KEY = "__labels__"
 
 
 def embed(model, images, *, batch_size: int = 256, augment_seed: int | None = None) -> dict:
@@ -72,7 +73,8 @@ def _read(path: Path, identity: str) -> dict | None:
         with np.load(path, allow_pickle=False) as archive:
             if CHECKPOINT_KEY not in archive.files or str(archive[CHECKPOINT_KEY]) != identity:
                 return None
-            return {name: archive[name] for name in archive.files if name != CHECKPOINT_KEY}
+            return {name: archive[name] for name in archive.files
+                    if name not in (CHECKPOINT_KEY, LABELS_KEY)}
     except (OSError, ValueError, EOFError):
         return None
 
@@ -115,7 +117,9 @@ def evaluation_features(run_dir, view: str = "clean", *, model=None, evaluation=
     features = embed(model, evaluation.images,
                      augment_seed=seed if view == "augmented" else None)
     try:
-        write_npz_atomic(path, {**features, CHECKPOINT_KEY: np.asarray(identity)})
+        labels = ({LABELS_KEY: evaluation.labels}
+                  if view == "clean" and evaluation.labels is not None else {})
+        write_npz_atomic(path, {**features, **labels, CHECKPOINT_KEY: np.asarray(identity)})
         for old in path.parent.glob("*.npz"):
             if not old.name.startswith(f"{checkpoint.stem}."):
                 old.unlink(missing_ok=True)
@@ -123,3 +127,14 @@ def evaluation_features(run_dir, view: str = "clean", *, model=None, evaluation=
         print(f"warning: could not keep the features in {path.parent} ({error.strerror}); "
               "they will be computed again next time", file=sys.stderr)
     return features
+
+
+def evaluation_labels(run_dir):
+    """The evaluation labels kept beside the latest clean features (int64 [N]), or None when
+    the data has none or no features were kept yet."""
+    run_dir = Path(run_dir)
+    for path in sorted((run_dir / FEATURES_DIR).glob("*.clean.npz")):
+        with np.load(path, allow_pickle=False) as archive:
+            if LABELS_KEY in archive.files:
+                return archive[LABELS_KEY]
+    return None

@@ -42,11 +42,12 @@ from mixem_tf.cluster import (SETTINGS_BY_NAME, KMeansSettings, assign, componen
 
 __all__ = ["METRICS_FILE", "READOUT_FILE", "READOUT_KINDS", "Readout", "ReadoutKind",
            "ReadoutSpec", "fit_readout", "load_readout", "load_readouts", "parse_readout",
-           "readout_name", "register_kind", "save_readouts"]
+           "quick_budget", "readout_name", "register_kind", "save_readouts"]
 
 METRICS_FILE = "metrics.json"
 READOUT_FILE = "readout.npz"
 MIN_TEMPERATURE = 1e-12
+QUICK_INITS = 10
 READOUT_KINDS: dict[str, "ReadoutKind"] = {}
 
 
@@ -174,6 +175,13 @@ class ReadoutSpec:
         if self.kind not in READOUT_KINDS:
             raise ValueError(f"unknown read-out kind {self.kind!r}; choose from "
                              f"{', '.join(READOUT_KINDS)}")
+
+
+def quick_budget(settings: KMeansSettings) -> KMeansSettings:
+    """The K-means budget of the read-outs beside the default one: at most `QUICK_INITS`
+    restarts (the papers' 50 cost most of a short run), the same iterations."""
+    return KMeansSettings(n_init=min(settings.n_init, QUICK_INITS), max_iter=settings.max_iter,
+                          tol=settings.tol)
 
 
 def readout_name(spec: ReadoutSpec, k: int, run_clusters: int) -> str:
@@ -405,7 +413,7 @@ def load_readout(run_dir, name: str | None = None) -> Readout:
 
 
 def save_readouts(run_dir, readouts: list[Readout], *, header: dict | None = None,
-                  default: str | None = None) -> None:
+                  default: str | None = None, extra: dict | None = None) -> None:
     """Writes read-outs into the run's store. Both files are replaced atomically, readout.npz
     first, so metrics.json never names parameters that are not there.
 
@@ -415,6 +423,7 @@ def save_readouts(run_dir, readouts: list[Readout], *, header: dict | None = Non
             make earlier read-outs stale. Without it, `readouts` join the existing store
             (one of the same name is replaced) and every other read-out stays.
         default: the name of the read-out to mark as the run's default.
+        extra: top-level metrics.json entries to add or replace (e.g. "k_choice").
     """
     run_dir = Path(run_dir)
     path = run_dir / METRICS_FILE
@@ -435,4 +444,4 @@ def save_readouts(run_dir, readouts: list[Readout], *, header: dict | None = Non
     for name, readout in old.items():
         arrays.update(readout.kind.save(readout.params, _prefix(name)))
     write_npz_atomic(run_dir / READOUT_FILE, arrays)
-    write_json_atomic(path, {**metrics, "readouts": list(rows.values())})
+    write_json_atomic(path, {**metrics, **(extra or {}), "readouts": list(rows.values())})

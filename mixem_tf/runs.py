@@ -20,7 +20,7 @@ import numpy as np
 from mixem_tf import checkpoints
 from mixem_tf.settings import TrainConfig
 
-__all__ = ["CONFIG_FILE", "load_evaluation", "load_run", "load_run_config"]
+__all__ = ["CONFIG_FILE", "load_evaluation", "load_run", "load_run_config", "load_run_data"]
 
 CONFIG_FILE = "config.json"
 
@@ -61,12 +61,24 @@ def load_run(run_dir, flag: str = "--run"):
     return model, config, saved
 
 
-def load_evaluation(config: TrainConfig):
-    """The run's evaluation dataset (same protocol, data folder and image size as training)."""
+def load_run_data(config: TrainConfig):
+    """(train, evaluation) of a run's settings: its protocol, data folder and image size, and
+    with `folder_labels="none"` a folder's sub-folder names are not taken as labels."""
+    import dataclasses
+
     from mixem_tf.data import load_protocol
 
-    return load_protocol(
+    train, evaluation = load_protocol(
         config.dataset, train_on=config.train_on, evaluate_on=config.evaluate_on,
         data_dir=config.data_dir,
-        image_size=config.image_size if config.dataset.startswith("folder:") else None,
-    ).evaluation
+        image_size=config.image_size if config.dataset.startswith("folder:") else None)
+    if config.folder_labels == "none":
+        train, evaluation = (dataclasses.replace(data, labels=None, num_classes=None,
+                                                 class_names=None)
+                             for data in (train, evaluation))
+    return train, evaluation
+
+
+def load_evaluation(config: TrainConfig):
+    """The run's evaluation dataset (as `load_run_data`)."""
+    return load_run_data(config)[1]

@@ -44,6 +44,8 @@ class TrainConfig:
     backbone_width: int | None = None
     stem: str | None = None
     clusters: int | None = None
+    choose_clusters: list | None = None
+    folder_labels: str = "subfolders"
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -66,6 +68,7 @@ class TrainConfig:
         "readout_settings": ("official", "sklearn"),
         "train_on": ("whole", "train", None),
         "evaluate_on": ("test", "all", None),
+        "folder_labels": ("subfolders", "none"),
     }
     INTEGERS = ("epochs", "batch_size", "image_size", "backbone_width", "clusters", "seed")
     NUMBERS = ("lr", "momentum", "weight_decay")
@@ -108,10 +111,22 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def resolved(self) -> "TrainConfig":
-        """A copy with the recipe's defaults filled in and every value checked."""
+        """A copy with the recipe's defaults filled in and every value checked.
+
+        `clusters` may be "auto" or "A..B" (`choosing_k.parse_clusters`): the method's heads
+        are then built for the range's upper bound and `choose_clusters` keeps the range, from
+        which K is chosen without labels after training.
+        """
         from mixem_tf.data.folder import absolute_folder_name
         from mixem_tf.methods import method_class
 
+        if isinstance(self.clusters, str):
+            from mixem_tf.choosing_k import parse_clusters
+
+            parsed = parse_clusters(self.clusters)
+            choose = list(parsed) if isinstance(parsed, tuple) else None
+            return dataclasses.replace(self, clusters=choose[1] if choose else parsed,
+                                       choose_clusters=choose).resolved()
         self._check_types()
         method = method_class(self.method)
         recipe = method.recipe(self.dataset)
@@ -163,5 +178,10 @@ class TrainConfig:
                              f"images of a batch), got {self.batch_size}")
         if self.clusters is not None and self.clusters < 2:
             raise ValueError(f"the number of clusters must be at least 2, got {self.clusters}")
+        if self.choose_clusters is not None:
+            low, high = self.choose_clusters
+            if not 2 <= low < high or self.clusters != high:
+                raise ValueError(f"choose_clusters {self.choose_clusters} must be [A, B] with "
+                                 "2 <= A < B = clusters")
         if self.weight_decay is not None and self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")

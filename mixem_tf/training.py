@@ -31,24 +31,22 @@ import keras
 from mixem_tf import checkpoints
 from mixem_tf.callbacks import (EpochCheckpoint, EpochTimeEstimate, HistoryCSV, MethodHooks,
                                 NonFiniteLossError, StopOnNonFiniteLoss, Throughput)
-from mixem_tf.cluster import SETTINGS_BY_NAME, KMeansSettings
+from mixem_tf.cluster import SETTINGS_BY_NAME
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.methods import build_method, method_class
 from mixem_tf.settings import TrainConfig
-from mixem_tf.readouts import Readout, fit_readout, save_readouts
+from mixem_tf.readouts import Readout, fit_readout, quick_budget, save_readouts
 from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config
-from mixem_tf.report import format_table
+from mixem_tf.report import readout_report, scores_text
 from mixem_tf.versions import library_versions
 
 SKIPPED_FILE = "skipped_files.csv"
 
-__all__ = ["READOUT_MODES", "RunResult", "evaluate_run", "make_optimizer", "readout_report",
-           "train_run"]
+__all__ = ["READOUT_MODES", "RunResult", "evaluate_run", "make_optimizer", "train_run"]
 
 #: What a run's evaluation fits: the default read-out only; every read-out, the non-default
-#: K-means rows at `QUICK_INITS` restarts; every read-out at the run's K-means budget.
+#: K-means rows at a smaller budget (`readouts.quick_budget`); every read-out at the run's.
 READOUT_MODES = ("default", "all", "paper")
-QUICK_INITS = 10
 
 
 @dataclass
@@ -61,6 +59,7 @@ class RunResult:
     readouts: list[Readout] = field(default_factory=list)
     images_per_s: list = field(default_factory=list)
     model: keras.Model | None = None
+    k_choice: object = None  # choosing_k.KChoice of a run with --clusters auto
 
     @property
     def default_readout(self) -> Readout:
@@ -266,8 +265,8 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
             anything is written.
         NonFiniteLossError: the loss became NaN or infinite (the last good checkpoint stays).
     """
-    from mixem_tf.data import load_protocol
     from mixem_tf.data.folder import SkippedFilesWarning
+    from mixem_tf.runs import load_run_data
 
     out_dir = Path(out_dir)
     if readouts not in READOUT_MODES:
@@ -295,13 +294,9 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     strategy = _Strategy(config.strategy)
     with warnings.catch_warnings():  # the run prints its own summary of skipped files
         warnings.simplefilter("ignore", SkippedFilesWarning)
-        train, evaluation = load_protocol(
-            config.dataset, train_on=config.train_on, evaluate_on=config.evaluate_on,
-            data_dir=config.data_dir,
-            image_size=config.image_size if config.dataset.startswith("folder:") else None,
-        )
+        train, evaluation = load_run_data(config)
     scan = getattr(train, "scan", None)
-    num_clusters = _number_of_clusters(config, train, evaluation)
+    num_clusters = _number_of_clusters(config, train, evaluation, verbose)
     if config.batch_size > len(train):
         raise ValueError(f"batch size {config.batch_size} is larger than the training data "
                          f"({len(train)} images)")
@@ -380,18 +375,44 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     result.readouts = evaluate_run(model, evaluation, num_clusters, config,
                                    write_to=out_dir if strategy.is_chief else None,
                                    readouts=readouts, verbose=bool(verbose))
+    if config.choose_clusters and strategy.is_chief:
+        from mixem_tf.readouts import load_readouts
+        from mixem_tf.reclustering import plan, recluster
+
+        chosen = recluster(plan(out_dir, tuple(config.choose_clusters)), make_default=True,
+                           model=model, evaluation=evaluation, verbose=bool(verbose))
+        result.k_choice = chosen.choice
+        result.readouts = load_readouts(out_dir)
     return result
 
 
-def _number_of_clusters(config, train, evaluation) -> int:
-    """K: `--clusters`, else the dataset's class count; checked against the data."""
-    if config.clusters:
+def _number_of_clusters(config, train, evaluation, verbose) -> int:
+    """K: `--clusters`, else the dataset's class count; checked against the data. Where K
+    comes from a folder's sub-folders, or is chosen after training, the run says so."""
+    labels_from_folders = (config.dataset.startswith("folder:")
+                           and (train.num_classes or evaluation.num_classes))
+    if labels_from_folders and verbose:
+        names = train.class_names or evaluation.class_names or ()
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        print(f"labels: the {len(names)} sub-folders of {config.dataset[len('folder:'):]} "
+              f"({shown}) are taken as classes: "
+              + ("" if config.clusters else f"K = {len(names)} and ")
+              + "ACC/NMI are scored against them; choose K with --clusters K or --clusters "
+              "auto, or ignore the sub-folders with --folder-labels none", file=sys.stderr)
+    if config.choose_clusters:
+        num_clusters, source = config.clusters, "--clusters auto"
+        if verbose:
+            low, high = config.choose_clusters
+            print(f"--clusters {low}..{high}: the method's heads are built for K = {high}, "
+                  "and K is chosen without labels after training (trainers.recluster)",
+                  file=sys.stderr)
+    elif config.clusters:
         num_clusters, source = config.clusters, "--clusters"
     else:
         num_clusters = train.num_classes or evaluation.num_classes
         if num_clusters is None:
             raise ValueError(f"{config.dataset} has no labels to count classes: pass "
-                             "--clusters K")
+                             "--clusters K, or --clusters auto to choose K after training")
         source = (f"the {num_clusters} sub-folder(s) of {config.dataset[len('folder:'):]}"
                   if config.dataset.startswith("folder:")
                   else f"the {num_clusters} classes of {config.dataset}")
@@ -430,8 +451,7 @@ def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None,
     else:
         features = embed(model, evaluation.images)
     settings = SETTINGS_BY_NAME[config.readout_settings]
-    quick = settings if readouts == "paper" else KMeansSettings(
-        n_init=min(settings.n_init, QUICK_INITS), max_iter=settings.max_iter, tol=settings.tol)
+    quick = settings if readouts == "paper" else quick_budget(settings)
     context = model.readout_context(features)
 
     def fit(spec, budget):
@@ -443,7 +463,7 @@ def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None,
     default = fit(default_spec, settings)
     default.row["default"] = True
     if verbose:
-        print(f"default read-out {default.name}: {_scores(default.row)}", file=sys.stderr)
+        print(f"default read-out {default.name}: {scores_text(default.row)}", file=sys.stderr)
     fitted = [default if spec == default_spec else fit(spec, quick)
               for spec in model.readout_specs() if readouts != "default" or spec == default_spec]
     if default not in fitted:
@@ -452,28 +472,5 @@ def evaluate_run(model, evaluation, num_clusters, config, *, write_to=None,
         save_readouts(write_to, fitted, header={
             "dataset": config.dataset, "method": config.method,
             "evaluate_on": config.evaluate_on, "evaluation_images": len(evaluation),
-            "num_clusters": num_clusters})
+            "num_clusters": num_clusters, "embedding_feature": model.embedding_feature})
     return fitted
-
-
-def _scores(row: dict) -> str:
-    """ACC/NMI/ARI when the data has labels, else the cluster sizes' range."""
-    if "acc" in row:
-        return f"ACC {row['acc']:.4f}, NMI {row['nmi']:.4f}, ARI {row['ari']:.4f}"
-    sizes = [s for s in row["cluster_sizes"] if s]
-    return (f"{len(sizes)} non-empty clusters of {min(sizes)} to {max(sizes)} images "
-            "(no labels to score against)")
-
-
-def readout_report(readouts: list[Readout]) -> str:
-    """The read-out table as text, the default read-out marked with *."""
-    labelled = "acc" in readouts[0].row
-    shown = []
-    for readout in readouts:
-        sizes = [s for s in readout.row["cluster_sizes"] if s]
-        shown.append({"readout": readout.name, "K": readout.num_clusters,
-                      **({k: readout.row[k] for k in ("acc", "nmi", "ari")} if labelled else
-                         {"non-empty": len(sizes), "smallest": min(sizes),
-                          "largest": max(sizes)}),
-                      "default": "*" if readout.row["default"] else ""})
-    return format_table(shown, list(shown[0]))

@@ -31,7 +31,8 @@ FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the 
     "backbone": (str, "resnet18, resnet34 or convnet"),
     "backbone_width": (int, "backbone base width (ResNet: 64, ConvNet: 32 by default)"),
     "stem": (str, "ResNet stem: cifar or imagenet (default: by image size)"),
-    "clusters": (int, "K (default: the dataset's class count)"),
+    "clusters": (str, "K; 'auto' (K from 2 to 20) or a range A..B chooses K without labels "
+                      "after training (default: the dataset's class count)"),
     "epochs": (int, "training epochs"),
     "batch_size": (int, "global batch size (at least 2)"),
     "lr": (float, "base learning rate"),
@@ -43,6 +44,8 @@ FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the 
     "strategy": (str, "default, mirrored or multiworker"),
     "readout_settings": (str, "K-means budget of the read-outs: official or sklearn"),
     "init_from": (str, "start the backbone from this run's latest checkpoint (e.g. SimCLR)"),
+    "folder_labels": (str, "folder:PATH: subfolders (sub-folder names score the clusters) or "
+                           "none"),
 }
 
 
@@ -93,6 +96,10 @@ def parse_args(argv):
                              "to another disk stays a link)")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic TensorFlow ops (slower; for exact reproduction)")
+    parser.add_argument("--readouts", default="all", choices=("default", "all", "paper"),
+                        help="read-outs fitted after training: the default one; all (the "
+                             "others at a smaller K-means budget; default); paper (all at the "
+                             "papers' budget)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -106,7 +113,8 @@ def config_from_args(args) -> TrainConfig:
 
 def main(argv=None) -> int:
     from mixem_tf.callbacks import NonFiniteLossError
-    from mixem_tf.training import readout_report, train_run
+    from mixem_tf.report import readout_report
+    from mixem_tf.training import train_run
 
     args = parse_args(argv)
     if args.resume:
@@ -114,6 +122,10 @@ def main(argv=None) -> int:
             raise ValueError("--resume needs --out, the run directory to continue")
         given = [k for k in (*FLAGS, *OPTION_FLAGS)
                  if getattr(args, k) is not None and k != "epochs"]
+        if "clusters" in given:
+            raise ValueError("--resume continues a run with its saved settings; to cluster it "
+                             "at another K without retraining, use python -m trainers.recluster "
+                             f"--run {args.out} --clusters {args.clusters}")
         if given or args.config:
             raise ValueError("--resume continues a run with its saved settings; only --epochs "
                              f"may change (got {', '.join('--' + g for g in given) or '--config'})")
@@ -124,10 +136,17 @@ def main(argv=None) -> int:
     try:
         result = train_run(config, out, resume=args.resume, overwrite=args.overwrite,
                            epochs=args.epochs if args.resume else None,
-                           verbose=0 if args.quiet else 1, deterministic=args.deterministic)
+                           verbose=0 if args.quiet else 1, deterministic=args.deterministic,
+                           readouts=args.readouts)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if result.k_choice is not None:
+        from mixem_tf.report import format_table
+        from trainers.recluster import choice_table
+
+        print(choice_table(result.k_choice, format_table))
+        print(f"chosen: K = {result.k_choice.k} by {result.k_choice.criterion}")
     print(readout_report(result.readouts))
     best = result.default_readout
     scores = "  ".join(f"{k.upper()} {best.row[k]:.4f}" for k in ("acc", "nmi", "ari")
