@@ -37,16 +37,21 @@ STAGES = ("scan", "selflabel")
 
 
 def stage_tables(dataset, seeds, source, epochs: dict, settings, runs_dir):
-    """{stage: (per_seed scores, walls, peaks)} for the source method, scan and selflabel."""
-    results, previous = {}, None
-    for stage in (source, *STAGES):
-        scoped = settings_for(stage, settings)
-        if previous is not None:
-            scoped["init_from"] = str(Path(runs_dir) / f"{previous}-s{{seed}}")
-        configs = run_configs(dataset, stage, epochs[stage], seeds, scoped)
-        per_seed, walls, _, peaks = _runs(stage, configs, runs_dir)
-        results[stage] = (per_seed, walls, peaks)
-        previous = stage
+    """{stage: (per_seed scores, walls, peaks)} for the source method, scan and selflabel; each
+    seed's whole chain runs before the next seed's."""
+    results = {stage: ({}, [], []) for stage in (source, *STAGES)}
+    for seed in seeds:
+        previous = None
+        for stage in results:
+            scoped = settings_for(stage, settings)
+            if previous is not None:
+                scoped["init_from"] = str(Path(runs_dir) / f"{previous}-s{{seed}}")
+            configs = run_configs(dataset, stage, epochs[stage], [seed], scoped)
+            per_seed, walls, _, peaks = _runs(stage, configs, runs_dir)
+            results[stage][0].update(per_seed)
+            results[stage][1].extend(walls)
+            results[stage][2].extend(peaks)
+            previous = stage
     return results
 
 

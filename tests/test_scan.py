@@ -9,6 +9,8 @@ import pytest
 from mixem_tf.cli import run
 from mixem_tf.settings import TrainConfig
 
+pytestmark = [pytest.mark.core, pytest.mark.slow]
+
 SHARED = dict(dataset="digits", readout_settings="sklearn", backbone_width=16)
 
 

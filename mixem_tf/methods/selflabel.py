@@ -37,7 +37,7 @@ __all__ = ["SelfLabel"]
 PAPER = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "batch_size": 1000,
          "epochs": 200}
 SMALL = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "batch_size": 256}
-RECIPES = stage_recipes(PAPER, SMALL, {"digits": 30, "mnist": 5, "fashion_mnist": 5})
+RECIPES = stage_recipes(PAPER, SMALL, {"digits": 5, "mnist": 2, "fashion_mnist": 2})
 
 
 @register_method

@@ -20,7 +20,7 @@ from keras import ops
 from mixem_tf.augment.strong import StrongAugmenter
 from mixem_tf.heads import ClusterHead
 from mixem_tf.methods.base import ClusteringMethod
-from mixem_tf.recipes import dataset_recipe
+from mixem_tf.recipes import DATASET_KEYS
 
 __all__ = ["SourceStage", "source_assignments", "stage_recipes"]
 
@@ -30,14 +30,12 @@ INHERITED = ("data_dir", "train_on", "evaluate_on", "image_size", "backbone",
 #: The settings that must equal the source's (the backbone's weights and the data must fit).
 MUST_MATCH = ("dataset", "image_size", "backbone", "backbone_width", "stem")
 
-# Recipe keys by dataset; the stage's resolution and backbone come from its source.
-_DATASETS = ("stl10", "cifar10", "cifar100_20", "mnist", "fashion_mnist", "digits", "folder")
 
 
 def stage_recipes(paper: dict, small: dict, small_epochs: dict) -> dict:
     """A stage's recipes: `paper` (the official one) for STL-10, CIFAR and folders, `small`
     with `small_epochs[dataset]` for MNIST, Fashion-MNIST and digits."""
-    recipes = {key: dict(paper) for key in _DATASETS}
+    recipes = {key: dict(paper) for key in DATASET_KEYS}
     for key, epochs in small_epochs.items():
         recipes[key] = {**small, "epochs": epochs}
     return recipes
