@@ -61,11 +61,12 @@ class SCAN(SourceStage):
                                      positive=True)
         entropy_weight: float = option(5.0, "weight of the entropy of the mean prediction "
                                        "(official: 5.0)", minimum=0)
-        neighbour_readout: str = option("", "the source read-out whose feature the neighbours "
-                                        "are mined in, FEATURE/l2|raw/CLUSTERING (default: "
-                                        "the source's default read-out)")
-        head_init: str = option("random", "start the head random (official) or fitted to "
-                                "the source's clusters", choices=("random", "source"))
+        neighbour_readout: str | None = option(None, "the source read-out whose feature the "
+                                        "neighbours are mined in, FEATURE/l2|raw/KIND "
+                                        "(default: the source's default read-out)", kind=str)
+        head_init: str = option("random", "start the head random (official; the paper "
+                                "recipe) or fitted to the source's clusters (the CPU "
+                                "datasets' recipe)", choices=("random", "source"))
         augmentation: str = option("strong", "the anchor's and neighbour's views: strong "
                                    "(RandAugment + cutout, the official config's) or simclr "
                                    "(the SimCLR views)", choices=("strong", "simclr"))
@@ -92,7 +93,8 @@ class SCAN(SourceStage):
         self.neighbours = None
 
     def prepare_training(self, images, run_dir, *, source=None, resume=False):
-        """Neighbours from the run directory, or mined in the source's feature and stored
+        """Neighbours from the run directory, or mined in the source's feature (without a
+        source, as for a model built outside a run: in its own L2-normalised h) and stored
         there; on a new run with `head_init="source"`, the head fitted to the source's
         clusters."""
         from mixem_tf.neighbours import load_neighbours, mine_neighbours, save_neighbours
@@ -105,16 +107,19 @@ class SCAN(SourceStage):
         if stored is not None:
             self.neighbours = stored
             return
-        if source is None:
-            raise ValueError("scan needs its --init-from run to mine neighbours")
-        labels, features, readout = source_assignments(
-            source, images, self.options.neighbour_readout or None)
-        print(f"mining {k} neighbours of {len(images)} images in {readout.name} of {source}",
-              file=sys.stderr)
-        self.neighbours = mine_neighbours(features, k, normalize=False)
+        if source is None:  # a model built outside a run (a benchmark): its own h
+            where = "h/l2 of this model"
+            features = np.asarray(self.predict(images, batch_size=256, verbose=0)["h"])
+            labels, normalize = None, True
+        else:
+            labels, features, readout = source_assignments(
+                source, images, self.options.neighbour_readout or None)
+            where, normalize = f"{readout.name} of {source}", False
+        print(f"mining {k} neighbours of {len(images)} images in {where}", file=sys.stderr)
+        self.neighbours = mine_neighbours(features, k, normalize=normalize)
         if run_dir is not None:
-            save_neighbours(run_dir, self.neighbours, feature=readout.name)
-        if not resume and self.options.head_init == "source":
+            save_neighbours(run_dir, self.neighbours, feature=where)
+        if not resume and self.options.head_init == "source" and labels is not None:
             agreement = self.fit_head(images, labels)
             print(f"head fitted to the source's clusters ({agreement:.0%} of them reproduced)",
                   file=sys.stderr)

@@ -84,8 +84,9 @@ class SelfLabel(SourceStage):
 
     def prepare_training(self, images, run_dir, *, source=None, resume=False):
         """On a new run: the head copied from a stage source, or fitted to the source's
-        default read-out."""
-        if resume:
+        default read-out (without a source, as for a model built outside a run, it stays
+        random)."""
+        if resume or source is None:  # resumed: the checkpoint holds the head
             return
         if self.copy_head(source):
             print(f"cluster head copied from {source}", file=sys.stderr)
