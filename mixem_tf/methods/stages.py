@@ -31,7 +31,6 @@ INHERITED = ("data_dir", "train_on", "evaluate_on", "image_size", "backbone",
 MUST_MATCH = ("dataset", "image_size", "backbone", "backbone_width", "stem")
 
 
-
 def stage_recipes(paper: dict, small: dict, small_epochs: dict) -> dict:
     """A stage's recipes: `paper` (the official one) for STL-10, CIFAR and folders, `small`
     with `small_epochs[dataset]` for MNIST, Fashion-MNIST and digits."""
