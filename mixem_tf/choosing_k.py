@@ -45,7 +45,7 @@ DEFAULT_CRITERION = "silhouette"
 DEFAULT_RANGE = (2, 20)
 STRENGTH_THRESHOLD = 0.8
 MAX_IMAGES = 3000
-SCAN_KMEANS = KMeansSettings(n_init=10, max_iter=100)
+SCAN_KMEANS = KMeansSettings(n_init=3, max_iter=100)
 
 
 def parse_clusters(text: str) -> tuple[int, int] | int:

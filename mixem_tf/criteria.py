@@ -43,7 +43,7 @@ __all__ = ["CollapsedClusteringError", "MAX_CLUSTER_SHARE", "check_not_collapsed
 
 MAX_CLUSTER_SHARE = 0.5
 CONSENSUS_KMEANS = KMeansSettings(n_init=10, max_iter=100)
-SPLIT_KMEANS = KMeansSettings(n_init=3, max_iter=100)
+SPLIT_KMEANS = KMeansSettings(n_init=2, max_iter=100)
 
 
 class CollapsedClusteringError(ValueError):
