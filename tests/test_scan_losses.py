@@ -3,7 +3,6 @@ runs this file under TensorFlow and under JAX)."""
 
 import numpy as np
 import pytest
-from keras import ops
 
 from mixem_tf.losses import confidence_cross_entropy, scan_loss
 from mixem_tf.neighbours import load_neighbours, mine_neighbours, save_neighbours
