@@ -72,6 +72,7 @@ def build_model(config: TrainConfig, images: np.ndarray, steps_per_epoch: int):
     model(images[:2])
     model.optimizer.build(model.trainable_variables)
     model.initialize_state(images)
+    model.prepare_training(images, None)
     return model
 
 
@@ -90,7 +91,9 @@ def measure(method: str, backbone: str, size: int, channels: int, batch_size: in
             start = time.perf_counter()
             model = build_model(config, images, total)
             build_s = time.perf_counter() - start
-            feeder = EpochBatches(np.concatenate([images] * (total // 4 + 1)), batch_size)
+            data = np.concatenate([images] * (total // 4 + 1))
+            feeder = EpochBatches(data, batch_size, make_batch=lambda indices, rng:
+                                  model.training_batch(images, indices % len(images), rng))
             timer = StepTimes()
             history = model.fit(((batch,) for batch in feeder), steps_per_epoch=total,
                                 epochs=1, verbose=0, callbacks=[timer], shuffle=False)

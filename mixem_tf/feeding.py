@@ -33,10 +33,14 @@ class EpochBatches:
         shard: (index, count): feed only batches index, index + count, ... of each epoch
             (multi-worker training, each worker a different share of the same order).
         prefetch: batches prepared ahead in a background thread (0: none).
+        make_batch: `make_batch(indices, rng)` → the batch of those sample indices (a
+            method's `training_batch`); None: `images[indices]`. `rng` is seeded by
+            (seed, epoch, step).
     """
 
     def __init__(self, images, batch_size: int, *, seed: int = 0, start_epoch: int = 0,
-                 end_epoch: int = 1, shard: tuple[int, int] = (0, 1), prefetch: int = 4):
+                 end_epoch: int = 1, shard: tuple[int, int] = (0, 1), prefetch: int = 4,
+                 make_batch=None):
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(f"expected uint8 images [N, H, W, C], got {images.dtype} "
                              f"{images.shape}")
@@ -49,6 +53,7 @@ class EpochBatches:
         self.start_epoch, self.end_epoch = int(start_epoch), int(end_epoch)
         self.shard_index, self.shard_count = shard
         self.prefetch = int(prefetch)
+        self.make_batch = make_batch
 
     @property
     def steps_per_epoch(self) -> int:
@@ -59,7 +64,11 @@ class EpochBatches:
         order = epoch_permutation(len(self.images), self.seed, epoch)
         for step in range(self.steps_per_epoch):
             batch = step * self.shard_count + self.shard_index
-            yield self.images[order[batch * self.batch_size:(batch + 1) * self.batch_size]]
+            indices = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            if self.make_batch is None:
+                yield self.images[indices]
+            else:
+                yield self.make_batch(indices, np.random.default_rng([self.seed, epoch, batch]))
 
     def _batches(self):
         for epoch in range(self.start_epoch, self.end_epoch):

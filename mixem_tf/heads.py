@@ -1,4 +1,5 @@
-"""Heads on top of the backbone representation h (METHODS.md §1.1, §3.1, §5.4).
+"""Heads on top of the backbone representation h (METHODS.md §1.1, §3.1, §5.4, "SCAN and
+self-labelling").
 
 Dense layers here are initialised as PyTorch's `nn.Linear` (weights and biases
 U(±1/√fan_in)), as the papers' heads were, rather than Keras' Glorot-uniform and zero bias.
@@ -11,7 +12,7 @@ import math
 import keras
 from keras import ops
 
-__all__ = ["MixtureHead", "ProjectionHead", "StudentTAssignment", "torch_dense"]
+__all__ = ["ClusterHead", "MixtureHead", "ProjectionHead", "StudentTAssignment", "torch_dense"]
 
 
 def torch_dense(units: int, fan_in: int, *, name: str | None = None, **kwargs):
@@ -168,3 +169,32 @@ class StudentTAssignment(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_clusters": self.num_clusters, "alpha": self.alpha}
+
+
+@keras.saving.register_keras_serializable("mixem_tf")
+class ClusterHead(keras.layers.Layer):
+    """SCAN's cluster head (arXiv 2005.12320; its official `ClusteringModel`): one linear
+    layer h → K logits, initialised as PyTorch's `nn.Linear`; p = softmax(logits).
+
+    Example:
+        >>> logits = ClusterHead(num_clusters=10)(h)          # [N, 10]
+    """
+
+    def __init__(self, num_clusters: int = 10, **kwargs):
+        super().__init__(**kwargs)
+        if num_clusters < 2:
+            raise ValueError(f"need at least 2 clusters, got {num_clusters}")
+        self.num_clusters = int(num_clusters)
+
+    def build(self, input_shape):
+        self.linear = torch_dense(self.num_clusters, int(input_shape[-1]), name="linear")
+        self.linear.build(input_shape)
+
+    def call(self, h):
+        return ops.cast(self.linear(h), "float32")
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.num_clusters)
+
+    def get_config(self):
+        return {**super().get_config(), "num_clusters": self.num_clusters}

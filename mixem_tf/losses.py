@@ -1,4 +1,4 @@
-"""Loss functions, written with `keras.ops` (METHODS.md §1.2, §3.2).
+"""Loss functions, written with `keras.ops` (METHODS.md §1.2, §3.2, "SCAN and self-labelling").
 
 Each returns a scalar float32 tensor averaged over this replica's samples; the training step
 scales it for the replica count (`keras` convention), so gradients summed across replicas equal
@@ -14,10 +14,12 @@ from mixem_tf.distributed import gather_replicas, replica_info
 __all__ = [
     "NTXentLoss",
     "associative_pull_push",
+    "confidence_cross_entropy",
     "dec_target",
     "kl_divergence",
     "l2_normalize",
     "marginal_negative_entropy",
+    "scan_loss",
     "sharpening",
 ]
 
@@ -163,3 +165,68 @@ def kl_divergence(p, q, eps=1e-8):
     """Mean over samples of KL(p‖q) = Σ_k p_k log(p_k / q_k), with `eps` inside both logs."""
     p, q = ops.cast(p, "float32"), ops.cast(q, "float32")
     return ops.mean(ops.sum(p * (ops.log(p + eps) - ops.log(q + eps)), axis=-1))
+
+
+#: The smallest normal float32: SCAN's log of a similarity is floored there (log ≥ −87.3),
+#: where PyTorch's BCELoss clamps the log at −100, so its gradient stays finite.
+_TINY = 1.1754944e-38
+
+
+def scan_loss(anchor_logits, neighbour_logits, entropy_weight: float = 5.0, eps=1e-8):
+    """SCAN's clustering loss (Van Gansbeke et al., arXiv 2005.12320, eq. 2; its official
+    `SCANLoss`; docs/METHODS.md, "SCAN and self-labelling").
+
+    With p = softmax of the anchors' logits and p' of their sampled neighbours' [B, K]:
+        consistency = −mean_i log⟨p_i, p'_i⟩
+        entropy     = −Σ_k p̄_k log p̄_k,  p̄ = mean_i p_i (clamped at `eps` inside, as the
+                      official `entropy`)
+    and the loss is consistency − entropy_weight · entropy (the official sign: a high
+    entropy of the mean prediction, i.e. every cluster in use, lowers the loss). Gradients
+    reach both the anchors and the neighbours, as in the official code.
+
+    Returns:
+        (consistency, entropy): scalars; the method logs both and combines them.
+    """
+    if entropy_weight < 0:
+        raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}")
+    anchors = ops.softmax(ops.cast(anchor_logits, "float32"), axis=-1)
+    neighbours = ops.softmax(ops.cast(neighbour_logits, "float32"), axis=-1)
+    similarity = ops.sum(anchors * neighbours, axis=-1)
+    consistency = -ops.mean(ops.log(ops.maximum(similarity, _TINY)))
+    marginal = ops.maximum(ops.mean(anchors, axis=0), eps)
+    entropy = -ops.sum(marginal * ops.log(marginal))
+    return consistency, entropy
+
+
+def confidence_cross_entropy(weak_logits, strong_logits, threshold: float = 0.99,
+                             balance: bool = True):
+    """SCAN's self-labelling loss (arXiv 2005.12320 §2.3; its official `ConfidenceBasedCE`).
+
+    The weak view's prediction (no gradient) gives each image a pseudo-label (its argmax) and
+    a confidence (its max probability); the images with confidence > `threshold` are the
+    confident set S. The loss is the cross-entropy of the strong view's logits against those
+    labels over S. With `balance`, each class c present in S weighs |S| / |S_c| (inverse to
+    its confident count) and the mean is weighted (Σ w ℓ / Σ w, PyTorch's weighted mean), so
+    every confident class counts equally. An empty confident set gives 0 and no gradient
+    (the official code raises an error there).
+
+    Returns:
+        (loss, confident fraction of the batch), scalars.
+    """
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"the confidence threshold must be in [0, 1), got {threshold}")
+    weak = ops.softmax(ops.stop_gradient(ops.cast(weak_logits, "float32")), axis=-1)
+    num_clusters = ops.shape(weak)[-1]
+    confident = ops.cast(ops.max(weak, axis=-1) > threshold, "float32")             # [B]
+    labels = ops.one_hot(ops.argmax(weak, axis=-1), num_clusters, dtype="float32")  # [B, K]
+    if balance:
+        counts = ops.sum(labels * confident[:, None], axis=0)                      # [K]
+        class_weight = ops.where(counts > 0, ops.sum(confident) / ops.maximum(counts, 1.0),
+                                 1.0)
+        weights = confident * ops.sum(labels * class_weight[None, :], axis=-1)
+    else:
+        weights = confident
+    log_p = ops.log_softmax(ops.cast(strong_logits, "float32"), axis=-1)
+    cross_entropy = -ops.sum(labels * log_p, axis=-1)
+    loss = ops.sum(weights * cross_entropy) / ops.maximum(ops.sum(weights), 1.0)
+    return loss, ops.mean(confident)

@@ -5,7 +5,8 @@
 completes and checks the method's options (`ClusteringMethod.Options`), and checks every shared
 value. A `folder:` path is stored absolute, so a run resumes and exports from any working
 directory. A dict-valued option (MIX'EM's term weights) merges the user's entries over the
-recipe's, entry by entry.
+recipe's, entry by entry. A method that refines another run (SCAN's stages) takes what it
+declares in `source_settings` from its `--init-from` run before the recipe.
 
 Example:
     >>> config = TrainConfig(dataset="digits", method="mixem", options={"num_components": 20})
@@ -131,7 +132,8 @@ class TrainConfig:
         recipe = method.recipe(self.dataset)
         recipe_options = recipe.pop("options", {})
         values = self.to_dict()
-        for key, value in recipe.items():
+        inherited = method.source_settings(self.init_from) if self.init_from else {}
+        for key, value in {**recipe, **inherited}.items():
             if values[key] is None:
                 values[key] = value
         for key, value in method.protocol.items():

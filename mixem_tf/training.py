@@ -198,7 +198,7 @@ def _check_batch_split(config, strategy: _Strategy) -> None:
             raise ValueError(f"batch size {config.batch_size} must divide by the {count} {what}")
 
 
-def _training_data(images, config, strategy: _Strategy, start_epoch: int):
+def _training_data(images, config, strategy: _Strategy, start_epoch: int, model):
     """(batches, steps per epoch) for `fit`.
 
     Without a tf.distribute strategy: a generator of uint8 batches. With one: a distributed
@@ -212,13 +212,16 @@ def _training_data(images, config, strategy: _Strategy, start_epoch: int):
     """
     feeder = EpochBatches(images, config.batch_size // strategy.workers, seed=config.seed,
                           start_epoch=start_epoch, end_epoch=config.epochs,
-                          shard=(strategy.worker, strategy.workers))
+                          shard=(strategy.worker, strategy.workers),
+                          make_batch=lambda indices, rng: model.training_batch(images, indices,
+                                                                               rng))
     if strategy.tf_strategy is None:
         return ((batch,) for batch in feeder), feeder.steps_per_epoch
     import tensorflow as tf
 
     per_replica = config.batch_size // strategy.tf_strategy.num_replicas_in_sync
-    spec = tf.TensorSpec((None, *images.shape[1:]), tf.uint8)
+    sample = model.training_batch(images, np.arange(1), np.random.default_rng(0))
+    spec = tf.TensorSpec((None, *sample.shape[1:]), tf.uint8)
 
     def worker_dataset(context):
         dataset = tf.data.Dataset.from_generator(lambda: ((batch,) for batch in feeder),
@@ -258,6 +261,14 @@ def check_init_from(run_dir) -> None:
     load_run_config(Path(run_dir), flag="--init-from")
     if checkpoints.latest_checkpoint(Path(run_dir) / "checkpoints") is None:
         raise ValueError(f"--init-from: {run_dir} has no checkpoint to start from")
+
+
+def source_record(run_dir) -> dict:
+    """What config.json records of the `--init-from` run: its absolute path, and the epoch,
+    file and SHA-256 of the checkpoint the run started from."""
+    path, record = checkpoints.latest_checkpoint(Path(run_dir) / "checkpoints")
+    return {"path": str(Path(run_dir).resolve()), "epoch": int(record["epoch"]),
+            "checkpoint": path.name, "sha256": record.get("sha256")}
 
 
 def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
@@ -324,6 +335,7 @@ def _train_run(config, out_dir: Path, signals: StopSignals, *, resume, overwrite
         _check_new_run_dir(out_dir, overwrite)
         if config.init_from:
             check_init_from(config.init_from)
+        method_class(config.method).check_source(config)
 
     strategy = _Strategy(config.strategy)
     with warnings.catch_warnings():  # the run prints its own summary of skipped files
@@ -361,6 +373,7 @@ def _train_run(config, out_dir: Path, signals: StopSignals, *, resume, overwrite
             "versions": library_versions(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "train_images": len(train), "evaluation_images": len(evaluation),
+            **({"init_from": source_record(config.init_from)} if config.init_from else {}),
         })
     if scan is not None:
         listed_in = out_dir / SKIPPED_FILE if scan.skipped else None
@@ -384,6 +397,8 @@ def _train_run(config, out_dir: Path, signals: StopSignals, *, resume, overwrite
             load_backbone(model, config.init_from)
             print(f"backbone initialised from {config.init_from}", file=sys.stderr)
         model.initialize_state(train.images)
+    model.prepare_training(train.images, out_dir if strategy.is_chief else None,
+                           source=config.init_from, resume=resume)
 
     callbacks, guard, throughput = _callbacks(out_dir, config, strategy, verbose, model,
                                               train.images, signals)
@@ -393,7 +408,7 @@ def _train_run(config, out_dir: Path, signals: StopSignals, *, resume, overwrite
                 callback.forget_epochs_after(initial_epoch)
     history = {}
     if initial_epoch < min(epochs or config.epochs, config.epochs):
-        data, steps = _training_data(train.images, config, strategy, initial_epoch)
+        data, steps = _training_data(train.images, config, strategy, initial_epoch, model)
         with signals.at_step_boundaries():
             fitted = model.fit(data, epochs=config.epochs, initial_epoch=initial_epoch,
                                steps_per_epoch=steps, shuffle=False, callbacks=callbacks,

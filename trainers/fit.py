@@ -47,7 +47,8 @@ FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the 
     "precision": (str, "float32, mixed_bfloat16 or mixed_float16"),
     "strategy": (str, "default, mirrored or multiworker"),
     "readout_settings": (str, "K-means budget of the read-outs: official or sklearn"),
-    "init_from": (str, "start the backbone from this run's latest checkpoint (e.g. SimCLR)"),
+    "init_from": (str, "start the backbone from this run's latest checkpoint (e.g. SimCLR); the "
+                       "scan and selflabel stages refine that run"),
     "folder_labels": (str, "folder:PATH: subfolders (sub-folder names score the clusters) or "
                            "none"),
 }

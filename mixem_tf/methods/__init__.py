@@ -6,7 +6,7 @@ method.
 
 Example:
     >>> sorted(METHODS)
-    ['cdec', 'mice', 'mixem', 'simclr']
+    ['cdec', 'mice', 'mixem', 'scan', 'selflabel', 'simclr']
     >>> model = build_method(TrainConfig(dataset="digits").resolved(), (8, 8, 1), 10)
 """
 
@@ -17,10 +17,12 @@ from mixem_tf.methods.registry import METHODS, method_class, register_method
 from mixem_tf.methods.cdec import CDEC  # each method module registers itself on import
 from mixem_tf.methods.mice import MiCE
 from mixem_tf.methods.mixem import MixEM
+from mixem_tf.methods.scan import SCAN
+from mixem_tf.methods.selflabel import SelfLabel
 from mixem_tf.methods.simclr import SimCLR
 
-__all__ = ["CDEC", "CLEAN", "METHODS", "ClusteringMethod", "MiCE", "MixEM", "SimCLR",
-           "build_method", "method_class", "register_method"]
+__all__ = ["CDEC", "CLEAN", "METHODS", "ClusteringMethod", "MiCE", "MixEM", "SCAN",
+           "SelfLabel", "SimCLR", "build_method", "method_class", "register_method"]
 
 
 def build_method(config, input_shape, num_clusters: int) -> ClusteringMethod:

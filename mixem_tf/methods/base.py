@@ -16,6 +16,8 @@ Lifecycle hooks, in the order a run reaches them:
 | hook | when | where | may change |
 | --- | --- | --- | --- |
 | `initialize_state(images)` | before the first epoch of a new run, never on resume | eager | any variable |
+| `prepare_training(images, run_dir, source, resume)` | before training, new run or resume | eager | any variable; what `training_batch` reads |
+| `training_batch(images, indices, rng)` | for every batch, in the feeder's thread | numpy | nothing |
 | `on_train_epoch_begin(epoch)` | before each epoch | eager | any variable |
 | `update_after_loss(outputs)` | in each training step, after the loss | compiled, every replica | non-trainable variables |
 | `update_after_step()` | in each training step, after the optimiser | compiled, every replica | non-trainable variables |
@@ -112,6 +114,18 @@ class ClusteringMethod(keras.Model):
     tuning_objective: ClassVar[str] = "consensus"
 
     # -- what a method declares about runs -----------------------------------------------
+    @classmethod
+    def source_settings(cls, source_dir) -> dict:
+        """`TrainConfig` fields a run of this method takes from its `--init-from` run when the
+        user leaves them unset (the data, resolution, backbone, K of a stage that refines that
+        run); none by default."""
+        return {}
+
+    @classmethod
+    def check_source(cls, config) -> None:
+        """Before anything is written: ValueError (one line) if `config.init_from` cannot
+        start this method (or is missing where the method needs one); nothing by default."""
+
     @classmethod
     def recipe(cls, dataset: str) -> dict:
         """The method's run settings on `dataset`: `TrainConfig` fields and, under "options",
@@ -210,6 +224,19 @@ class ClusteringMethod(keras.Model):
     def initialize_state(self, images) -> None:
         """Before the first epoch of a new run, on the uint8 training images. Not on resume:
         the checkpoint holds the state."""
+
+    def prepare_training(self, images, run_dir, *, source=None, resume: bool = False) -> None:
+        """Before training, on a new run (after `initialize_state`) and on a resume (after the
+        checkpoint is restored), on the uint8 training images: builds what `training_batch`
+        needs (SCAN's neighbours). `run_dir` is the run directory (None off the chief), where
+        such state is kept so a resume reads it back; `source` the `--init-from` run or None."""
+
+    def training_batch(self, images, indices, rng):
+        """The uint8 array the training step gets for the samples `indices` of the training
+        `images`: by default `images[indices]`. Runs in the feeder's thread (numpy only);
+        `rng` is a numpy Generator seeded by (seed, epoch, step), so a resumed run gets the
+        batches an uninterrupted one would. Its first axis must stay the batch."""
+        return images[indices]
 
     def on_train_epoch_begin(self, epoch: int) -> None:
         """Before each epoch (0-based): sets `epoch`."""
