@@ -111,3 +111,17 @@ def test_a_label_without_training_labels_gives_only_the_size():
 
     assert cluster_label(2, 7) == "cluster 2: 7 images"  # an ONNX model has no clusters.json
     assert cluster_label(0, 1, "3") == "cluster 0: 1 images\ntraining data:\nmostly 3"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_gets_its_reason_and_is_never_opened(stand_in, tmp_path, capsys):
+    import os
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("L", (6, 6), 250).save(images / "a.png")
+    os.mkfifo(images / "pipe.png")  # opening it would wait forever for a writer
+    assert _main("--images", images, "--out", tmp_path / "c.csv") == 0
+    rows = _rows(tmp_path / "c.csv")
+    assert rows["a.png"]["cluster"] == "1"
+    assert rows["pipe.png"]["error"] == "not a regular file (a named pipe); not opened"

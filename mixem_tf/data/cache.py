@@ -35,6 +35,7 @@ import shutil
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,8 @@ class CacheEntry:
                 size = (self.path / header["images"]).stat().st_size
                 if size != int(np.prod(shape)):
                     return None
-        except (OSError, ValueError, KeyError, TypeError, EOFError):
-            return None
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+            return None  # damaged: rebuilt
         return {**arrays, "header": header}
 
     def open_images(self, index: dict) -> np.ndarray:
