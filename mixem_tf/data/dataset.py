@@ -158,7 +158,8 @@ class ImageDataset:
         """One dataset holding all images of `datasets`, in order.
 
         Labels are kept only when every part has them (else None). Image shapes, and
-        num_classes/class_names where given, must agree.
+        num_classes/class_names where given, must agree. Parts that lie back to back in one
+        buffer (consecutive splits of one cache entry) are joined as a view, not copied.
         """
         if len(datasets) == 1 and not isinstance(datasets[0], ImageDataset):
             datasets = tuple(datasets[0])  # a list or tuple passed as one argument
@@ -182,7 +183,9 @@ class ImageDataset:
         if len(names) > 1:
             raise ValueError("cannot concatenate datasets whose class_names differ")
 
-        images = np.concatenate([ds.images for ds in datasets], axis=0)
+        images = _adjacent_view([ds.images for ds in datasets])
+        if images is None:
+            images = np.concatenate([ds.images for ds in datasets], axis=0)
         labelled = all(ds.labels is not None for ds in datasets)
         labels = np.concatenate([ds.labels for ds in datasets]) if labelled else None
         if name is None:
@@ -270,6 +273,31 @@ class ImageDataset:
                 chunks.append(np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None])
             images = np.concatenate(chunks)
         return self._replace(images=images)
+
+
+def _root_array(array: np.ndarray) -> np.ndarray:
+    """The outermost numpy array `array` is a view of (itself if it owns its memory)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def _adjacent_view(arrays) -> np.ndarray | None:
+    """One array over `arrays` when they are C-contiguous views of one buffer that follow
+    each other in it (no copy), else None."""
+    root = _root_array(arrays[0])
+    if not root.flags.c_contiguous or root.dtype != arrays[0].dtype:
+        return None
+    start = arrays[0].__array_interface__["data"][0]
+    end = start
+    for array in arrays:
+        if (_root_array(array) is not root or not array.flags.c_contiguous
+                or array.__array_interface__["data"][0] != end):
+            return None
+        end += array.nbytes
+    offset = (start - root.__array_interface__["data"][0]) // root.itemsize
+    flat = root.reshape(-1)[offset:offset + (end - start) // root.itemsize]
+    return flat.reshape(-1, *arrays[0].shape[1:])
 
 
 def parse_image_size(image_size) -> tuple[int, int]:

@@ -37,6 +37,7 @@ __all__ = [
     "DatasetUnavailableError",
     "dataset_info",
     "load_dataset",
+    "load_splits",
 ]
 
 DATASET_NAMES = ("stl10", "cifar10", "cifar100_20", "mnist", "fashion_mnist", "digits",
@@ -135,53 +136,85 @@ def _check_split(info: DatasetInfo, split: str) -> str:
     return "all" if info.single_split else split
 
 
-def _load_fashion_mnist(split: str, data_dir, download: bool) -> ImageDataset:
+def _load_fashion_mnist(splits, data_dir, download) -> list[ImageDataset]:
     searched = []
     for directory in (data_dir, idx.FASHION_MNIST_DIR):
         if directory is None:
             continue
         searched.append(str(directory))
-        files = idx.find_idx_split(directory, split)
-        if files:
-            return idx.load_idx_dataset(
-                *files,
-                name="fashion_mnist",
-                num_classes=10,
-                class_names=idx.FASHION_MNIST_CLASS_NAMES,
-                split=split,
-            )
-    prefix = "train" if split == "train" else "t10k"
+        files = [idx.find_idx_split(directory, split) for split in splits]
+        if all(files):
+            return [idx.load_idx_dataset(*found, name="fashion_mnist", num_classes=10,
+                                         class_names=idx.FASHION_MNIST_CLASS_NAMES,
+                                         split=split)
+                    for found, split in zip(files, splits)]
+    prefixes = " and ".join(f"{'train' if s == 'train' else 't10k'}-images-idx3-ubyte, "
+                            f"{'train' if s == 'train' else 't10k'}-labels-idx1-ubyte"
+                            for s in splits)
     hint = (
-        f"put the IDX files {prefix}-images-idx3-ubyte and {prefix}-labels-idx1-ubyte (.gz or "
+        f"put the IDX files {prefixes} (.gz or "
         f"raw; from the Debian package dataset-fashion-mnist or "
         f"github.com/zalandoresearch/fashion-mnist) in data_dir or {idx.FASHION_MNIST_DIR}; "
         f"searched for them in: {', '.join(searched)}"
     )
-    from mixem_tf.data.tfds_source import load_tfds
+    from mixem_tf.data.tfds_source import load_tfds_splits
 
-    return load_tfds("fashion_mnist", split, data_dir=data_dir, download=download,
-                     extra_hint=hint)  # fmt: skip
+    return load_tfds_splits("fashion_mnist", splits, data_dir=data_dir, download=download,
+                            extra_hint=hint)
 
 
-def _load_split(name: str, split: str, data_dir, download, image_size, channels):
-    """One stored split, before any resize/channel conversion (folders resize on decode)."""
+def _load_stored(name: str, splits, data_dir, download, image_size, channels):
+    """Stored splits, before any resize/channel conversion (folders resize on decode); the
+    splits of a TFDS source are consecutive rows of one cache entry."""
     if name == "digits":
         from mixem_tf.data.digits import load_digits
 
-        return load_digits()
+        return [load_digits()]
     if name.startswith(_FOLDER_PREFIX):
         from mixem_tf.data.folder import load_folder
 
-        return load_folder(
+        return [load_folder(
             _folder_path(name),
             image_size=DEFAULT_FOLDER_IMAGE_SIZE if image_size is None else image_size,
             channels=3 if channels is None else channels,
-        )
+        )]
     if name == "fashion_mnist":
-        return _load_fashion_mnist(split, data_dir, download)
-    from mixem_tf.data.tfds_source import load_tfds
+        return _load_fashion_mnist(splits, data_dir, download)
+    from mixem_tf.data.tfds_source import load_tfds_splits
 
-    return load_tfds(name, split, data_dir=data_dir, download=download)
+    return load_tfds_splits(name, splits, data_dir=data_dir, download=download)
+
+
+def _converted(dataset: ImageDataset, image_size, channels) -> ImageDataset:
+    # Convert to grey before resizing and to RGB after: the resize then handles fewer channels.
+    if channels == 1:
+        dataset = dataset.with_channels(1)
+    if image_size is not None:
+        dataset = dataset.resized(image_size)
+    if channels == 3:
+        dataset = dataset.with_channels(3)
+    return dataset
+
+
+def load_splits(name: str, splits, *, data_dir=None, image_size=None,
+                channels: int | None = None, download: bool = False) -> list[ImageDataset]:
+    """`load_dataset` of each of `splits` (not ``"all"``), loaded together: a TFDS source's
+    splits come as consecutive rows of one memory map, so joining consecutive ones copies
+    nothing. Single-split sources give their one dataset for every split asked."""
+    info = dataset_info(name)
+    stored = [_check_split(info, split) for split in splits]
+    if "all" in stored and not info.single_split:
+        raise ValueError("load_splits takes stored splits; use load_dataset for 'all'")
+    if channels is not None and channels not in (1, 3):
+        raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
+    if image_size is not None:
+        parse_image_size(image_size)  # fail before loading anything
+    if data_dir is not None:
+        data_dir = os.path.expanduser(str(data_dir))
+    wanted = list(dict.fromkeys(stored))
+    loaded = _load_stored(name, wanted, data_dir, download, image_size, channels)
+    by_split = {split: _converted(ds, image_size, channels) for split, ds in zip(wanted, loaded)}
+    return [by_split[split] for split in stored]
 
 
 def load_dataset(
@@ -218,27 +251,9 @@ def load_dataset(
         >>> ds = load_dataset("fashion_mnist", "test", image_size=32)   # [10000, 32, 32, 1]
     """
     info = dataset_info(name)
-    stored_split = _check_split(info, split)
-    if channels is not None and channels not in (1, 3):
-        raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
-    if image_size is not None:
-        parse_image_size(image_size)  # fail before loading anything
-    if data_dir is not None:
-        data_dir = os.path.expanduser(str(data_dir))
-
-    if stored_split == "all" and not info.single_split:
-        parts = [
-            _load_split(name, s, data_dir, download, image_size, channels)
-            for s in info.labeled_splits
-        ]
-        dataset = ImageDataset.concatenate(*parts, name=name)
-    else:
-        dataset = _load_split(name, stored_split, data_dir, download, image_size, channels)
-    # Convert to grey before resizing and to RGB after: the resize then handles fewer channels.
-    if channels == 1:
-        dataset = dataset.with_channels(1)
-    if image_size is not None:
-        dataset = dataset.resized(image_size)
-    if channels == 3:
-        dataset = dataset.with_channels(3)
-    return dataset
+    if _check_split(info, split) == "all" and not info.single_split:
+        parts = load_splits(name, info.labeled_splits, data_dir=data_dir,
+                            image_size=image_size, channels=channels, download=download)
+        return ImageDataset.concatenate(*parts, name=name)
+    return load_splits(name, [split], data_dir=data_dir, image_size=image_size,
+                       channels=channels, download=download)[0]
