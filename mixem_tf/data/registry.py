@@ -1,4 +1,9 @@
-"""Dataset names → sources: `load_dataset`, `dataset_info`, `DATASET_NAMES`.
+"""Dataset names → facts and sources: `DATASET_FACTS`, `dataset_info`, `load_dataset`.
+
+`DATASET_FACTS` is the one place a dataset's native size, channels and recipe class are
+written; recipes (`mixem_tf.recipes`), view pipelines (`mixem_tf.methods.augmentation`),
+MiCE's table and the command-line help read them from here. Adding a dataset is one row there
+plus its loader (a `TfdsSource` in `tfds_source.py`, or a branch of `_load_stored`).
 
 | name | source | splits (images) | image | classes |
 | --- | --- | --- | --- | --- |
@@ -32,17 +37,70 @@ from mixem_tf.data.folder import DEFAULT_FOLDER_IMAGE_SIZE
 from mixem_tf.data.tfds_source import TFDS_SOURCES
 
 __all__ = [
+    "DATASET_FACTS",
+    "DATASET_KEYS",
     "DATASET_NAMES",
+    "DatasetFacts",
     "DatasetInfo",
     "DatasetUnavailableError",
+    "dataset_facts",
     "dataset_info",
+    "dataset_key",
     "load_dataset",
     "load_splits",
 ]
 
-DATASET_NAMES = ("stl10", "cifar10", "cifar100_20", "mnist", "fashion_mnist", "digits",
-                 "folder:PATH")  # fmt: skip
 _FOLDER_PREFIX = "folder:"
+FOLDER_KEY = "folder"  # the facts and recipes of every folder:PATH
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFacts:
+    """What every part of mixem-tf needs to know about a dataset before loading it.
+
+    Attributes:
+        image_size: native (stored) height = width; a folder's default resize target.
+        channels: 1 (grey) or 3 (RGB).
+        recipe: the recipe class methods use: ``"paper"`` (the papers' settings),
+            ``"small"`` (a 2-core CPU budget with a small ConvNet) or ``"folder"``.
+        epochs: the small recipe's epoch budget on this dataset (None for the others).
+    """
+
+    image_size: int
+    channels: int
+    recipe: str
+    epochs: int | None = None
+
+
+DATASET_FACTS = {
+    "stl10": DatasetFacts(96, 3, "paper"),
+    "cifar10": DatasetFacts(32, 3, "paper"),
+    "cifar100_20": DatasetFacts(32, 3, "paper"),
+    "mnist": DatasetFacts(28, 1, "small", epochs=15),
+    "fashion_mnist": DatasetFacts(28, 1, "small", epochs=15),
+    "digits": DatasetFacts(8, 1, "small", epochs=60),
+    FOLDER_KEY: DatasetFacts(DEFAULT_FOLDER_IMAGE_SIZE, 3, "folder"),
+}  # fmt: skip
+DATASET_KEYS = tuple(DATASET_FACTS)  # recipe keys: the names, and "folder" for folder:PATH
+DATASET_NAMES = tuple(k for k in DATASET_KEYS if k != FOLDER_KEY) + (f"{_FOLDER_PREFIX}PATH",)
+
+
+def dataset_key(name) -> str:
+    """The key of `name` in `DATASET_FACTS` (``"folder"`` for ``folder:PATH``).
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones).
+    """
+    if isinstance(name, str) and name.startswith(_FOLDER_PREFIX):
+        return FOLDER_KEY
+    if not isinstance(name, str) or name not in DATASET_FACTS or name == FOLDER_KEY:
+        raise _unknown_name(name)
+    return name
+
+
+def dataset_facts(name) -> DatasetFacts:
+    """`DATASET_FACTS` of a dataset name (``folder:PATH`` included)."""
+    return DATASET_FACTS[dataset_key(name)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +109,7 @@ class DatasetInfo:
 
     Attributes:
         name: the name as given.
+        facts: its `DatasetFacts` (native size, channels, recipe class).
         num_classes: ground-truth classes, or None when unknown before loading (folders).
         image_shape: (H, W, C) as stored; a folder's is the default resize target.
         channels: C.
@@ -68,6 +127,7 @@ class DatasetInfo:
     labeled_splits: tuple[str, ...]
     class_names: tuple[str, ...] | None
     source: str
+    facts: DatasetFacts | None = None
 
     @property
     def single_split(self) -> bool:
@@ -95,8 +155,8 @@ def dataset_info(name: str) -> DatasetInfo:
     Raises:
         ValueError: unknown name (the message lists the valid ones).
     """
-    if not isinstance(name, str):
-        raise _unknown_name(name)
+    facts = dataset_facts(name)
+    size, channels = facts.image_size, facts.channels
     if name in TFDS_SOURCES:
         source = TFDS_SOURCES[name]
         origin = f"TFDS builder {source.builder!r}"
@@ -106,23 +166,22 @@ def dataset_info(name: str) -> DatasetInfo:
         return DatasetInfo(
             name=name,
             num_classes=source.num_classes,
-            image_shape=source.image_shape,
-            channels=source.image_shape[-1],
+            image_shape=(size, size, channels),
+            channels=channels,
             splits=dict(source.split_sizes),
             labeled_splits=labeled,
             class_names=source.class_names,
             source=origin,
+            facts=facts,
         )
     if name == "digits":
-        return DatasetInfo("digits", 10, (8, 8, 1), 1, {"all": 1797}, ("all",),
-                           DIGITS_CLASS_NAMES, "scikit-learn load_digits")  # fmt: skip
-    if name.startswith(_FOLDER_PREFIX):
-        path = _folder_path(name)
-        size = DEFAULT_FOLDER_IMAGE_SIZE
-        return DatasetInfo(name, None, (size, size, 3), 3, {"all": None}, ("all",), None,
-                           f"image folder {path!r} (labels from sub-folders if every image "
-                           "is in one)")  # fmt: skip
-    raise _unknown_name(name)
+        return DatasetInfo("digits", 10, (size, size, channels), channels, {"all": 1797},
+                           ("all",), DIGITS_CLASS_NAMES, "scikit-learn load_digits",
+                           facts)  # fmt: skip
+    path = _folder_path(name)
+    return DatasetInfo(name, None, (size, size, channels), channels, {"all": None}, ("all",),
+                       None, f"image folder {path!r} (labels from sub-folders if every image "
+                       "is in one)", facts)  # fmt: skip
 
 
 def _check_split(info: DatasetInfo, split: str) -> str:

@@ -92,7 +92,6 @@ class TfdsSource:
         splits: our split name -> TFDS split name.
         split_sizes: our split name -> number of images.
         unlabeled_splits: our splits without ground truth (labels None).
-        image_shape: (H, W, C).
         class_names: one per class.
         coarse_labels: use CIFAR-100's 20 superclasses instead of the builder's ``label``.
     """
@@ -101,7 +100,6 @@ class TfdsSource:
     builder: str
     splits: Mapping[str, str]
     split_sizes: Mapping[str, int]
-    image_shape: tuple[int, int, int]
     class_names: tuple[str, ...]
     unlabeled_splits: tuple[str, ...] = ()
     coarse_labels: bool = False
@@ -110,29 +108,35 @@ class TfdsSource:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C), from the dataset's facts (`registry.DATASET_FACTS`)."""
+        from mixem_tf.data.registry import DATASET_FACTS
+
+        facts = DATASET_FACTS[self.name]
+        return facts.image_size, facts.image_size, facts.channels
+
 
 _TRAIN_TEST = {"train": "train", "test": "test"}
 TFDS_SOURCES = {
     "stl10": TfdsSource(
         "stl10", "stl10", {**_TRAIN_TEST, "unlabeled": "unlabelled"},
-        {"train": 5000, "test": 8000, "unlabeled": 100000}, (96, 96, 3), STL10_CLASS_NAMES,
+        {"train": 5000, "test": 8000, "unlabeled": 100000}, STL10_CLASS_NAMES,
         unlabeled_splits=("unlabeled",),
     ),
     "cifar10": TfdsSource(
-        "cifar10", "cifar10", _TRAIN_TEST, {"train": 50000, "test": 10000}, (32, 32, 3),
-        CIFAR10_CLASS_NAMES,
+        "cifar10", "cifar10", _TRAIN_TEST, {"train": 50000, "test": 10000}, CIFAR10_CLASS_NAMES,
     ),
     "cifar100_20": TfdsSource(
-        "cifar100_20", "cifar100", _TRAIN_TEST, {"train": 50000, "test": 10000}, (32, 32, 3),
+        "cifar100_20", "cifar100", _TRAIN_TEST, {"train": 50000, "test": 10000},
         CIFAR100_COARSE_NAMES, coarse_labels=True,
     ),
     "mnist": TfdsSource(
-        "mnist", "mnist", _TRAIN_TEST, {"train": 60000, "test": 10000}, (28, 28, 1),
+        "mnist", "mnist", _TRAIN_TEST, {"train": 60000, "test": 10000},
         tuple(str(d) for d in range(10)),
     ),
     "fashion_mnist": TfdsSource(
         "fashion_mnist", "fashion_mnist", _TRAIN_TEST, {"train": 60000, "test": 10000},
-        (28, 28, 1),
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     ),
