@@ -47,7 +47,7 @@ from mixem_tf.data.dataset import ImageDataset, parse_image_size, resize_images
 __all__ = ["DEFAULT_FOLDER_IMAGE_SIZE", "FOLDER_PREFIX", "FolderDataset", "FolderScan",
            "IMAGE_EXTENSIONS", "SkippedFilesWarning", "absolute_folder_name", "decode_image",
            "describe_error", "file_problem", "is_image_file", "list_files", "load_folder",
-           "read_image", "unsupported_format"]
+           "read_image", "relative_files", "unsupported_format"]
 
 # Formats Pillow reads without plug-ins; training and trainers.predict accept exactly these.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -67,7 +67,7 @@ class SkippedFilesWarning(UserWarning):
 
 def is_image_file(path) -> bool:
     """True when `path` has one of the supported image extensions (any case)."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
 def unsupported_format(path) -> str:
@@ -152,10 +152,13 @@ def _shorten(reason: str) -> str:
     return reason if len(reason) <= _REASON_CHARS else reason[:_REASON_CHARS - 1] + "…"
 
 
-def list_files(root: Path) -> list[Path]:
-    """All non-hidden files under `root`, following links but never a directory twice."""
+def relative_files(root) -> list[str]:
+    """The relative paths of all non-hidden files under `root`, sorted by their parts,
+    following links but never a directory twice (plain strings: a million files list in
+    seconds)."""
     seen = set()
     found = []
+    root = os.fspath(root)
     for directory, subdirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(directory)
         if real in seen:
@@ -163,8 +166,15 @@ def list_files(root: Path) -> list[Path]:
             continue
         seen.add(real)
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        found.extend(Path(directory, f) for f in files if not f.startswith("."))
-    return sorted(found, key=lambda p: p.relative_to(root).parts)
+        prefix = os.path.relpath(directory, root)
+        prefix = "" if prefix == "." else prefix + os.sep
+        found.extend(prefix + f for f in files if not f.startswith("."))
+    return sorted(found, key=lambda rel: rel.split(os.sep))
+
+
+def list_files(root: Path) -> list[Path]:
+    """All non-hidden files under `root` (`relative_files`, as absolute paths)."""
+    return [Path(root, rel) for rel in relative_files(root)]
 
 
 def _centre_crop_box(width: int, height: int, target_w: int, target_h: int):
@@ -321,7 +331,7 @@ def _cached_images(root: Path, candidates, size_hw, channels: int, keep_aspect: 
     entry = CacheEntry({"source": "folder", "root": str(root), "size": list(size_hw),
                         "channels": channels, "crop": "centre" if keep_aspect else "stretch"},
                        label=f"{root.name}-{size_hw[0]}x{size_hw[1]}x{channels}")
-    names = [str(p.relative_to(root)) for p, _ in candidates]
+    names = [rel for rel, _ in candidates]
     sizes = np.array([info.st_size for _, info in candidates], np.int64)
     mtimes = np.array([info.st_mtime_ns for _, info in candidates], np.int64)
 
@@ -364,7 +374,7 @@ def _cached_images(root: Path, candidates, size_hw, channels: int, keep_aspect: 
                     continue
                 reuse.append((len(provisional), kept[2]))
             else:
-                decode.append((len(provisional), candidates[i][0]))
+                decode.append((len(provisional), os.path.join(root, key)))
             provisional[i] = len(provisional)
         shape = (len(provisional), *size_hw, channels)
         images_path, images = entry.new_images(shape)
@@ -459,18 +469,19 @@ def load_folder(
                          "folder of images)")
     root = root.resolve()
 
-    files = list_files(root)
+    files = relative_files(root)
     candidates, problems = [], {}
-    for file in files:
+    for rel in files:
+        path = os.path.join(root, rel)
         try:
-            info = os.stat(file)
+            info = os.stat(path)
         except OSError:
             info = None
-        problem = file_problem(file, info)
+        problem = file_problem(path, info)
         if problem is None:
-            candidates.append((file, info))
+            candidates.append((rel, info))
         else:
-            problems[file] = problem
+            problems[rel] = problem
     if not candidates:
         found = f"{len(files)} other file(s)" if files else "no files at all"
         raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}: "
@@ -480,16 +491,16 @@ def load_folder(
     images, failed = _cached_images(root, candidates, size_hw, channels, keep_aspect, workers,
                                     progress)
     problems.update({candidates[i][0]: why for i, why in failed.items()})
-    skipped = tuple((p, problems[p]) for p in files if p in problems)
+    skipped = tuple((root / rel, problems[rel]) for rel in files if rel in problems)
     scan = FolderScan(root, len(files), skipped)
     if not len(images):
         raise ValueError(f"none of the {len(candidates)} image files under {str(root)!r} could "
                          f"be decoded: {scan.summary()}")
     if skipped:
         warnings.warn(scan.summary(), SkippedFilesWarning, stacklevel=2)
-    kept = [p for i, (p, _) in enumerate(candidates) if i not in failed]
+    kept = [rel for i, (rel, _) in enumerate(candidates) if i not in failed]
 
-    labelled = _labels_from_subfolders([p.relative_to(root).parts for p in kept])
+    labelled = _labels_from_subfolders([rel.split(os.sep) for rel in kept])
     labels, class_names = labelled if labelled else (None, None)
     return FolderDataset(
         name=f"{FOLDER_PREFIX}{root}",
