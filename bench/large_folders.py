@@ -11,12 +11,14 @@ under WORK) and measures, each command in its own process (wall time, peak RSS f
 * first load: `load_folder` with an empty cache (decoding every file into the cache);
 * second load: `load_folder` again (the cache is mapped; files are only listed and stat'ed);
 * baseline load: `load_folder` of the baseline checkout (it decodes every time);
-* with ``--commands``: `trainers.fit` for one epoch (ConvNet of width 8, K = 10), then
-  `export.savedmodel` and `trainers.predict` of that run, with this code and the baseline's;
-* with ``--feed``: images/s of the training feed at P px (batch 256): the baseline's
-  `EpochBatches` over an in-memory array through `tf.data.Dataset.from_generator` (its
-  strategy path; Keras wraps a generator the same way), against `EpochBatches.tf_dataset`
-  over the cache's memory map; rounds alternate, the median is reported.
+* with ``--commands`` (first size, last pixel size): `trainers.fit` for one epoch (ConvNet of
+  width 8, K = 10), then `export.savedmodel` and `trainers.predict` of that run, with this
+  code and the baseline's;
+* with ``--feed`` (first size, first pixel size): images/s of the training feed (batch 256):
+  the baseline's `EpochBatches` over an in-memory array through
+  `tf.data.Dataset.from_generator` (its strategy path; Keras wraps a generator the same way),
+  against `EpochBatches.tf_dataset` over the cache's memory map; rounds alternate, the
+  median is reported.
 
 ``--simulate-million`` adds 1,000,000 images at 32 px without decoding a million files: the
 folder is 1,000,000 hard links to one JPEG, and its cache entry is written directly (the index
@@ -259,8 +261,9 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout of mixem-tf to compare with")
     parser.add_argument("--commands", action="store_true",
-                        help="also fit / export / predict (peak RSS); at the first size only")
-    parser.add_argument("--feed", action="store_true", help="feed rate (needs --baseline)")
+                        help="also fit / export / predict (peak RSS): first size, last pixels")
+    parser.add_argument("--feed", action="store_true",
+                        help="feed rate (needs --baseline): first size, first pixels")
     parser.add_argument("--feed-steps", type=int, default=120)
     parser.add_argument("--simulate-million", action="store_true")
     args = parser.parse_args(argv)
@@ -275,16 +278,22 @@ def main(argv=None) -> int:
                 rows.append(((count, pixels, what, "this"
                               if not what.startswith("baseline") else "baseline"), r))
                 print(rows[-1], flush=True)
-            if args.commands and count == args.sizes[0]:
+            first = count == args.sizes[0]
+            if args.commands and first and pixels == args.pixels[-1]:
                 codes = [("this", ROOT)] + ([("baseline", args.baseline)]
                                             if args.baseline else [])
                 for name, code in codes:
                     out = args.work / f"runs-{count}-{pixels}-{name}"
                     out.mkdir(exist_ok=True)
-                    for what, r in command_memory(folder, pixels, code, cache, out).items():
+                    try:
+                        measured = command_memory(folder, pixels, code, cache, out)
+                    except RuntimeError as error:  # reported; the other measurements go on
+                        print(f"{name}: {error}", flush=True)
+                        continue
+                    for what, r in measured.items():
                         rows.append(((count, pixels, what, name), r))
                         print(rows[-1], flush=True)
-            if args.feed and args.baseline and count == args.sizes[0]:
+            if args.feed and args.baseline and first and pixels == args.pixels[0]:
                 os.environ["MIXEM_TF_CACHE"] = str(cache)
                 rates = feed_rates(folder, pixels, args.baseline, args.feed_steps)
                 print(f"feed {count} x {pixels} px, images/s (median of {FEED_ROUNDS}): "

@@ -347,7 +347,10 @@ def _cached_images(root: Path, candidates, size_hw, channels: int, keep_aspect: 
 
     index = entry.read_index()
     if current(index):
-        return result(index)
+        try:
+            return result(index)
+        except FileNotFoundError:  # rebuilt since the index was read: read it under the lock
+            pass
     name = f"{FOLDER_PREFIX}{root}"
     with entry.locked(lambda: print(f"{name}: waiting for another process that is decoding "
                                     f"it into {entry.path}", file=sys.stderr, flush=True)):

@@ -239,6 +239,10 @@ def load_tfds_splits(name: str, splits, *, data_dir=None, download: bool = False
                         "coarse_labels": source.coarse_labels},
                        label=f"{name}-{'+'.join(splits)}")
     index = entry.read_index()
+    try:
+        images = None if index is None else entry.open_images(index)
+    except FileNotFoundError:  # rebuilt since the index was read: read it under the lock
+        index = None
     if index is None:
         with entry.locked(lambda: print(f"{name}: waiting for another process that is "
                                         f"writing it into {entry.path}", file=sys.stderr)):
@@ -247,7 +251,7 @@ def load_tfds_splits(name: str, splits, *, data_dir=None, download: bool = False
                 _write_entry(entry, tfds, builder, source, splits, where, download,
                              data_dir, extra_hint)
                 index = entry.read_index()
-    images = entry.open_images(index)
+            images = entry.open_images(index)
     starts = index["starts"].tolist()
     parts = []
     for split, start, stop in zip(splits, starts, starts[1:]):
