@@ -168,8 +168,9 @@ def relative_files(root) -> list[str]:
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         prefix = os.path.relpath(directory, root)
         prefix = "" if prefix == "." else prefix + os.sep
-        found.extend(prefix + f for f in files if not f.startswith("."))
-    return sorted(found, key=lambda rel: rel.split(os.sep))
+        found.extend([prefix + f for f in files if f[:1] != "."])
+    found.sort(key=lambda rel: rel.split(os.sep))
+    return found
 
 
 def list_files(root: Path) -> list[Path]:
@@ -474,17 +475,18 @@ def load_folder(
 
     files = relative_files(root)
     candidates, problems = [], {}
-    for rel in files:
-        path = os.path.join(root, rel)
+    prefix, is_regular = str(root) + os.sep, stat.S_ISREG
+    for rel in files:  # the common case in few operations: a cache hit is this loop
+        path = prefix + rel
         try:
             info = os.stat(path)
         except OSError:
             info = None
-        problem = file_problem(path, info)
-        if problem is None:
+        if info is not None and is_regular(info.st_mode) and \
+                rel[rel.rfind("."):].lower() in IMAGE_EXTENSIONS:
             candidates.append((rel, info))
         else:
-            problems[rel] = problem
+            problems[rel] = file_problem(path, info)
     if not candidates:
         found = f"{len(files)} other file(s)" if files else "no files at all"
         raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}: "
