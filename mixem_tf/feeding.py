@@ -6,8 +6,9 @@ would. `fit` gets it with `steps_per_epoch`, so Keras never resets it between ep
 one `np.take` of its rows (a C loop that releases the GIL, no per-image Python work), gathered
 ahead of time by `workers` threads, or under TensorFlow by a parallel `tf.data` map
 (`EpochBatches.tf_dataset`), in order either way; augmentation happens later, on the
-accelerator, inside the training step. Pages of a memory map read so far are handed back to the
-page cache every `_RELEASE_BYTES`, so the resident set does not grow with the dataset.
+accelerator, inside the training step. A memory map larger than `RESIDENT_BYTES` has its pages
+handed back to the page cache after every `RESIDENT_BYTES` read, so the resident set does not
+grow with the dataset; a smaller one stays mapped (re-mapping pages costs as much as copying).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import numpy as np
 
 from mixem_tf.data.cache import release_pages
 
-__all__ = ["DEFAULT_WORKERS", "EpochBatches", "epoch_permutation"]
+__all__ = ["DEFAULT_WORKERS", "EpochBatches", "RESIDENT_BYTES", "epoch_permutation"]
 
 DEFAULT_WORKERS = 2  # gathering threads
-_RELEASE_BYTES = 256 * 2**20  # a memory map's pages are released after this much is read
+RESIDENT_BYTES = 2**30  # most of a memory map kept resident by the feed
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> np.ndarray:
@@ -62,7 +63,8 @@ class EpochBatches:
         self.prefetch = int(prefetch)
         self.workers = max(1, int(workers))
         batch_bytes = self.batch_size * int(np.prod(images.shape[1:]))
-        self._release_every = max(1, _RELEASE_BYTES // batch_bytes)
+        small = images.nbytes <= RESIDENT_BYTES
+        self._release_every = None if small else max(1, RESIDENT_BYTES // batch_bytes)
         self._orders: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -87,7 +89,7 @@ class EpochBatches:
         batch = index * self.shard_count + self.shard_index
         rows = self._order(self.start_epoch + epoch)[batch * self.batch_size:
                                                      (batch + 1) * self.batch_size]
-        if step % self._release_every == 0:
+        if self._release_every and step % self._release_every == self._release_every - 1:
             release_pages(self.images)
         return np.take(self.images, rows, axis=0)
 
