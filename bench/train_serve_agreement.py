@@ -4,8 +4,8 @@ puts in the cluster of its own read-out, when the served model decodes the file 
     python -m bench.train_serve_agreement --work /tmp/agree --files 2000 \\
         [--baseline /path/to/older/checkout]
 
-Writes FILES images (JPEG, grey JPEG, PNG RGB/grey/RGBA, WebP, BMP, GIF; 40-1200 px, so most
-JPEGs are large enough for reduced-scale decoding) in two sub-folders, trains a ConvNet run of
+Writes FILES images (JPEG, grey JPEG, PNG RGB/grey/RGBA, WebP, BMP, GIF; sides of 40 px to
+MAX_SIDE, so most JPEGs are large enough for reduced-scale decoding) in two sub-folders, trains a ConvNet run of
 one epoch at 32 px (K = 10) and exports it. Then, per file, the read-out's cluster
 (`serving_default` on the run's decoded images, as evaluation computes it) against the served
 cluster (`serving_bytes` on the file's bytes). With ``--baseline``, the same model is also
@@ -30,7 +30,7 @@ IMAGE_SIZE = 32
 CHUNK = 64
 
 
-def make_folder(root: Path, count: int) -> Path:
+def make_folder(root: Path, count: int, max_side: int) -> Path:
     from PIL import Image
 
     if (root / ".complete").exists():
@@ -40,12 +40,13 @@ def make_folder(root: Path, count: int) -> Path:
         group = root / ("a" if i % 2 else "b")
         group.mkdir(parents=True, exist_ok=True)
         fmt, mode, suffix = FORMATS[i % len(FORMATS)]
-        height, width = (int(v) for v in rng.integers(40, 1200, 2))
+        height, width = (int(v) for v in rng.integers(40, max_side, 2))
         yy, xx = np.mgrid[0:height, 0:width]
         f = rng.uniform(4, 40, 3)
         waves = np.stack([np.sin(xx / f[0] + i), np.cos(yy / f[1]), np.sin((xx + yy) / f[2])],
                          -1)
-        pixels = np.clip(waves * 90 + 128 + rng.normal(0, 20, waves.shape), 0, 255)
+        noise = rng.standard_normal(waves.shape, np.float32) * 20
+        pixels = np.clip(waves * 90 + 128 + noise, 0, 255)
         image = Image.fromarray(pixels.astype(np.uint8))
         image = image.quantize(64) if mode == "P" else image.convert(mode)
         image.save(group / f"{i:05d}.{suffix}", fmt, quality=90)
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--max-side", type=int, default=1200, help="largest image side (px)")
     parser.add_argument("--baseline", type=Path, default=None)
     args = parser.parse_args(argv)
     import tensorflow as tf
@@ -76,7 +78,8 @@ def main(argv=None) -> int:
     from mixem_tf.settings import TrainConfig
     from mixem_tf.training import train_run
 
-    root = make_folder(args.work / "images", args.files)
+    root = make_folder(args.work / f"images-{args.files}-{args.max_side}", args.files,
+                       args.max_side)
     run = args.work / "run"
     start = time.perf_counter()
     train_run(TrainConfig(dataset=f"folder:{root}", backbone="convnet", backbone_width=8,

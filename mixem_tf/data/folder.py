@@ -336,10 +336,12 @@ def _cached_images(root: Path, candidates, size_hw, channels: int, keep_aspect: 
     sizes = np.array([info.st_size for _, info in candidates], np.int64)
     mtimes = np.array([info.st_mtime_ns for _, info in candidates], np.int64)
 
+    joined = join_paths(names)
+
     def current(index):
         return (index is not None and np.array_equal(index["sizes"], sizes)
                 and np.array_equal(index["mtimes"], mtimes)
-                and split_paths(index["paths"]) == names)
+                and np.array_equal(index["paths"], joined))
 
     def result(index):
         rows, reasons = index["rows"], split_paths(index["reasons"])
@@ -401,7 +403,7 @@ def _cached_images(root: Path, candidates, size_hw, channels: int, keep_aspect: 
             del images
             final = (len(kept_rows), *size_hw, channels)
             entry.commit(images_path, final, {
-                "paths": join_paths(names), "sizes": sizes, "mtimes": mtimes, "rows": rows,
+                "paths": joined, "sizes": sizes, "mtimes": mtimes, "rows": rows,
                 "reasons": join_paths([failed[i] for i in sorted(failed)])},
                 {"source": name})
         except BaseException:
