@@ -8,6 +8,8 @@ cache) on the sizes that code can hold.
 For each size N and pixel size P it generates N JPEGs of P × P (smooth random patterns, once,
 under WORK) and measures, each command in its own process (wall time, peak RSS from wait4):
 
+(peak RSS is the process's VmHWM; decoding processes are not included)
+
 * first load: `load_folder` with an empty cache (decoding every file into the cache);
 * second load: `load_folder` again (the cache is mapped; files are only listed and stat'ed);
 * baseline load: `load_folder` of the baseline checkout (it decodes every time);
@@ -23,8 +25,8 @@ under WORK) and measures, each command in its own process (wall time, peak RSS f
 ``--simulate-million`` adds 1,000,000 images at 32 px without decoding a million files: the
 folder is 1,000,000 hard links to one JPEG, and its cache entry is written directly (the index
 of the million files, the images tiled from a decoded 10,000-image folder), so what is
-measured is the path every command takes after the first: the second load, and one epoch of
-the training feed (peak RSS of the process).
+measured is the path every command takes after the first: the second load, and
+``--million-steps`` batches of 1024 of the training feed (peak RSS of the process).
 
 Results print as a Markdown table (docs/BENCHMARKS.md, "Large folders").
 """
@@ -80,23 +82,44 @@ def make_folder(work: Path, count: int, pixels: int) -> Path:
     return folder
 
 
+# Runs a module (-m NAME ARGS) or a script (-c CODE ARGS) and writes the process's own peak
+# RSS (VmHWM: unlike ru_maxrss, it does not count the parent's memory before exec) at exit.
+_MEASURED = """
+import atexit, os, runpy, sys
+def report():
+    with open("/proc/self/status") as status, open(os.environ["BENCH_HWM"], "w") as out:
+        out.write(next(line for line in status if line.startswith("VmHWM")).split()[1])
+atexit.register(report)
+kind, target, *sys.argv[1:] = sys.argv[1:]
+if kind == "-m":
+    sys.argv[0] = target
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    sys.argv[0] = "-c"
+    exec(compile(target, "<bench>", "exec"), {"__name__": "__main__"})
+"""
+
+
 def run_measured(command, *, code_root: Path, cache: Path, cwd: Path) -> dict:
-    """Runs `command` with `code_root` first on PYTHONPATH; wall seconds, peak RSS (MiB) and
-    its last stdout line parsed as JSON when it is JSON."""
-    env = {**os.environ, "PYTHONPATH": str(code_root), "MIXEM_TF_CACHE": str(cache),
-           "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_WAIT_POLICY": "PASSIVE"}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    """Runs `command` (python -m NAME ... or python -c CODE ...) with `code_root` first on
+    PYTHONPATH; wall seconds, its peak RSS (MiB) and its last stdout line parsed as JSON when
+    it is JSON."""
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile("w+") as out, \
+            tempfile.TemporaryFile("w+") as err:
+        hwm = Path(tmp) / "hwm"
+        env = {**os.environ, "PYTHONPATH": str(code_root), "MIXEM_TF_CACHE": str(cache),
+               "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_WAIT_POLICY": "PASSIVE", "BENCH_HWM": str(hwm)}
         start = time.perf_counter()
-        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.run([command[0], "-c", _MEASURED, *command[1:]], env=env, cwd=cwd,
+                                 stdout=out, stderr=err)
         seconds = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
+        peak = int(hwm.read_text()) / 1024 if hwm.exists() else float("nan")
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, command))} exited {process.returncode}:\n"
                            f"{stderr[-3000:]}")
-    result = {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}
+    result = {"seconds": seconds, "peak_rss_mib": peak}
     lines = stdout.strip().splitlines()
     if lines:
         try:
@@ -129,7 +152,7 @@ ds = load_folder(sys.argv[1], image_size=int(sys.argv[2]), progress=False)
 opened = time.perf_counter() - start
 feeder = EpochBatches(ds.images, 1024, seed=0, end_epoch=1)
 start, seen = time.perf_counter(), 0
-for (batch,) in feeder.tf_dataset():
+for (batch,) in feeder.tf_dataset().take(int(sys.argv[3])):
     seen += int(batch.shape[0])
 print(json.dumps({"load_seconds": opened, "epoch_images": seen,
                   "feed_images_per_s": seen / (time.perf_counter() - start)}))
@@ -267,6 +290,8 @@ def main(argv=None) -> int:
                         help="feed rate (needs --baseline): first size, first pixels")
     parser.add_argument("--feed-steps", type=int, default=120)
     parser.add_argument("--simulate-million", action="store_true")
+    parser.add_argument("--million-steps", type=int, default=977,
+                        help="feed batches of 1024 read from the million (977: one epoch)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"uptime: {os.popen('uptime').read().strip()}", flush=True)
@@ -304,9 +329,10 @@ def main(argv=None) -> int:
         source = make_folder(args.work, 10000, 32)
         cache = args.work / "cache-1M"
         folder = simulate_million(args.work, source, cache)
-        feed = [sys.executable, "-c", _FEED, str(folder), "32"]
+        feed = [sys.executable, "-c", _FEED, str(folder), "32", str(args.million_steps)]
         r = run_measured(feed, code_root=ROOT, cache=cache, cwd=ROOT)
-        rows.append(((MILLION, 32, "load + one epoch of the feed (batch 1024)", "this"), r))
+        what = f"load + {args.million_steps} feed batches of 1024"
+        rows.append(((MILLION, 32, what, "this"), r))
         print(rows[-1], flush=True)
     print(_table(rows))
     print(f"uptime: {os.popen('uptime').read().strip()}")
