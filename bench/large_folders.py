@@ -23,7 +23,8 @@ under WORK) and measures, each command in its own process (wall time, peak RSS f
   median is reported.
 
 ``--simulate-million`` adds 1,000,000 images at 32 px without decoding a million files: the
-folder is 1,000,000 hard links to one JPEG, and its cache entry is written directly (the index
+folder is 1,000,000 hard links to the 10,000 JPEGs of 32 px, and its cache entry is written
+directly (the index
 of the million files, the images tiled from a decoded 10,000-image folder), so what is
 measured is the path every command takes after the first: the second load, and
 ``--million-steps`` batches of 1024 of the training feed (peak RSS of the process).
@@ -231,23 +232,24 @@ def feed_rates(folder: Path, pixels: int, baseline: Path, steps: int) -> dict:
 
 
 def simulate_million(work: Path, source: Path, cache: Path) -> Path:
-    """WORK/links-1M: a million hard links to one JPEG of `source`, and its cache entry at
-    32 px written directly (images tiled from `source`'s entry)."""
+    """WORK/links-1M: a million hard links, 100 to each JPEG of `source` (10,000 files;
+    file systems cap an inode's links), and its cache entry at 32 px written directly: the
+    index of the million files, the images tiled from `source`'s entry."""
     from mixem_tf.data import load_folder
     from mixem_tf.data.cache import CacheEntry, join_paths
 
     folder = work / "links-1M"
-    first = sorted(source.glob("*.jpg"))[0]
+    sources = sorted(source.glob("*.jpg"))
     names = [f"{i:07d}.jpg" for i in range(MILLION)]
     if not (folder / ".complete").exists():
         folder.mkdir(parents=True, exist_ok=True)
-        for name in names:
+        for i, name in enumerate(names):
             if not (folder / name).exists():
-                os.link(first, folder / name)
+                os.link(sources[i % len(sources)], folder / name)
         (folder / ".complete").write_text("")
     os.environ["MIXEM_TF_CACHE"] = str(cache)
     tiles = load_folder(source, image_size=32, progress=False).images
-    info = os.stat(first)
+    stats = [os.stat(p) for p in sources]
     entry = CacheEntry({"source": "folder", "root": str(folder.resolve()), "size": [32, 32],
                         "channels": 3, "crop": "stretch"}, label=f"{folder.name}-32x32x3")
     if entry.read_index() is None:
@@ -258,9 +260,11 @@ def simulate_million(work: Path, source: Path, cache: Path) -> Path:
                 images[start:stop] = tiles[:stop - start]
             images.flush()
             del images
+            which = np.arange(MILLION) % len(sources)
             entry.commit(path, (MILLION, 32, 32, 3), {
-                "paths": join_paths(names), "sizes": np.full(MILLION, info.st_size, np.int64),
-                "mtimes": np.full(MILLION, info.st_mtime_ns, np.int64),
+                "paths": join_paths(names),
+                "sizes": np.array([st.st_size for st in stats], np.int64)[which],
+                "mtimes": np.array([st.st_mtime_ns for st in stats], np.int64)[which],
                 "rows": np.arange(MILLION, dtype=np.int64), "reasons": join_paths([])},
                 {"source": f"folder:{folder}"})
     return folder
