@@ -1,12 +1,12 @@
 """Train/serve agreement on a mixed-format folder: the share of files an exported folder run
 puts in the cluster of its own read-out, when the served model decodes the file itself.
 
-    python -m bench.train_serve_agreement --work /tmp/agree --files 2000 \\
+    python -m bench.train_serve_agreement --work /tmp/agree --files 2000 [--max-side 1200] \\
         [--baseline /path/to/older/checkout]
 
 Writes FILES images (JPEG, grey JPEG, PNG RGB/grey/RGBA, WebP, BMP, GIF; sides of 40 px to
-MAX_SIDE, so most JPEGs are large enough for reduced-scale decoding) in two sub-folders, trains a ConvNet run of
-one epoch at 32 px (K = 10) and exports it. Then, per file, the read-out's cluster
+MAX_SIDE, so most JPEGs are large enough for reduced-scale decoding) in two sub-folders,
+trains a ConvNet run of one epoch at 32 px (K = 10) and exports it. Then, per file, the read-out's cluster
 (`serving_default` on the run's decoded images, as evaluation computes it) against the served
 cluster (`serving_bytes` on the file's bytes). With ``--baseline``, the same model is also
 scored the way that checkout decoded: its folder decoder for the read-out side, and

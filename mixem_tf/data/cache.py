@@ -1,5 +1,5 @@
 """The decoded-image cache: images decoded once into a memory-mapped file that every command
-shares (training, resume, export, ONNX parity, tune trials, predict's read-outs).
+shares (training, resume, export, ONNX parity, tune trials).
 
 Where: ``$MIXEM_TF_CACHE`` if set, else ``$XDG_CACHE_HOME/mixem-tf``, else
 ``~/.cache/mixem-tf``. Moving it: set ``MIXEM_TF_CACHE`` (the old folder can be moved
