@@ -363,8 +363,13 @@ def resize_images(images: np.ndarray, image_size) -> np.ndarray:
     per_image = 4 * (in_h * in_w + height * in_w + height * width) * channels
     chunk = max(1, _RESIZE_CHUNK_BYTES // per_image)
     for start in range(0, n, chunk):
-        part = images[start : start + chunk].astype(np.float32).transpose(0, 3, 1, 2)
-        part = np.matmul(np.matmul(rows, part), cols.T)  # [n, C, h, w], batched BLAS GEMMs
-        np.clip(np.rint(part, out=part), 0, 255, out=part)
-        out[start : start + chunk] = part.transpose(0, 2, 3, 1)
+        part = images[start : start + chunk]
+        m = len(part)
+        # Two plain 2-D GEMMs on contiguous operands (BLAS), rows first, as the exported graph.
+        tall = np.ascontiguousarray(part.transpose(1, 0, 2, 3), np.float32).reshape(in_h, -1)
+        tall = (rows @ tall).reshape(height, m, in_w, channels)          # [h, m, W, C]
+        wide = np.ascontiguousarray(tall.transpose(2, 0, 1, 3)).reshape(in_w, -1)
+        wide = (cols @ wide).reshape(width, height, m, channels)         # [w, h, m, C]
+        np.clip(np.rint(wide, out=wide), 0, 255, out=wide)
+        out[start : start + chunk] = wide.transpose(2, 1, 0, 3)
     return out

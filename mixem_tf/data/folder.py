@@ -263,14 +263,19 @@ def file_problem(path, info: os.stat_result | None = None) -> str | None:
 
 def _decode_rows(images_path, shape, tasks, size_hw, channels, keep_aspect):
     """Decodes (row, file) `tasks` straight into rows of the image file; returns
-    [(row, reason)] of those that failed. Runs in a worker process."""
+    [(row, reason)] of those that failed. Runs in a worker process, with one BLAS thread:
+    the processes share the cores, and BLAS threads that wait on each other for one image's
+    small products run many times slower on a busy machine."""
+    from threadpoolctl import threadpool_limits
+
     images = np.memmap(images_path, np.uint8, "r+", shape=tuple(shape))
     failed = []
-    for row, path in tasks:
-        try:
-            images[row] = decode_image(path, size_hw, channels, keep_aspect)
-        except Exception as exc:  # any decoding failure means "skip this file"
-            failed.append((row, describe_error(exc)))
+    with threadpool_limits(1, user_api="blas"):
+        for row, path in tasks:
+            try:
+                images[row] = decode_image(path, size_hw, channels, keep_aspect)
+            except Exception as exc:  # any decoding failure means "skip this file"
+                failed.append((row, describe_error(exc)))
     images.flush()
     return failed
 
