@@ -82,9 +82,10 @@ def main(argv=None) -> int:
                        args.max_side)
     run = args.work / "run"
     start = time.perf_counter()
-    train_run(TrainConfig(dataset=f"folder:{root}", backbone="convnet", backbone_width=8,
-                          image_size=IMAGE_SIZE, clusters=10, batch_size=128, epochs=1,
-                          readout_settings="sklearn"), run, overwrite=True, verbose=0)
+    if not (run / "metrics.json").exists():  # a finished run of an earlier call is reused
+        train_run(TrainConfig(dataset=f"folder:{root}", backbone="convnet", backbone_width=8,
+                              image_size=IMAGE_SIZE, clusters=10, batch_size=128, epochs=1,
+                              readout_settings="sklearn"), run, overwrite=True, verbose=0)
     version = export_run(run, args.work / "models", "m", verbose=False)
     served = tf.saved_model.load(str(version))
     files = list_files(root)
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
         spec = importlib.util.spec_from_file_location(
             "baseline_folder", args.baseline / "mixem_tf" / "data" / "folder.py")
         old = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = old  # its dataclasses look their module up
         spec.loader.exec_module(old)
         old_images = np.stack([old._decode(p, (IMAGE_SIZE, IMAGE_SIZE), 3, False)
                                for p in files])
