@@ -9,7 +9,8 @@ Both raise ``InvalidArgumentError`` under TensorFlow with a message naming the p
 batch goes through a Reshape to a shape that cannot hold it when the check fails.
 `decode_checked` reads the height and width from the header (PNG, GIF, BMP, WebP, JPEG) and
 refuses an image of more than `max_pixels` pixels before decoding it: a 400 KB PNG can claim
-20000 × 20000 pixels (1.6 GB as RGBA floats).
+20000 × 20000 pixels (1.6 GB as RGBA floats). It decodes JPEGs with the IDCT training's
+decoder (Pillow) uses, so a served file gives the pixels, and the cluster, training gave it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ def _unsigned(data, start: int, count: int, big_endian: bool = False):
     return sum(part * (256 ** i) for i, part in enumerate(parts))
 
 
+def is_jpeg(data):
+    """True when an encoded image starts with JPEG's SOI marker."""
+    return tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
+
+
 def header_size(data):
     """(height, width) int64 read from an encoded image's header; (0, 0) for an unknown
     format (decoding then fails with its own message)."""
@@ -74,7 +80,7 @@ def header_size(data):
         (tf.logical_and(webp, starts(b"VP8 ", 12)), _unsigned(raw, 28, 2) % 2 ** 14,
          _unsigned(raw, 26, 2) % 2 ** 14),
     ]
-    jpeg = starts(b"\xff\xd8")
+    jpeg = is_jpeg(data)
     height, width = tf.constant(0, tf.int64), tf.constant(0, tf.int64)
     for condition, h, w in reversed(cases):
         height, width = tf.where(condition, h, height), tf.where(condition, w, width)
@@ -93,4 +99,9 @@ def decode_checked(data, max_pixels: int):
     check = tf.debugging.Assert(height * width <= max_pixels, [message],
                                 name="check_image_size")
     with tf.control_dependencies([check]):
-        return tf.io.decode_image(data, channels=0, expand_animations=False)
+        # JPEGs with libjpeg's accurate integer IDCT, Pillow's (TensorFlow's default is the
+        # fast one, a few levels off), so a file decodes to the pixels training decoded.
+        return tf.cond(is_jpeg(data),
+                       lambda: tf.io.decode_jpeg(data, channels=0,
+                                                 dct_method="INTEGER_ACCURATE"),
+                       lambda: tf.io.decode_image(data, channels=0, expand_animations=False))

@@ -1,20 +1,30 @@
-"""Feeds uint8 batches straight from memory to the training step (both backends).
+"""Feeds uint8 batches from a memory map (or an array) to the training step (both backends).
 
-One generator runs through every remaining epoch in order; epoch e's sample order is a function
+One stream runs through every remaining epoch in order; epoch e's sample order is a function
 of (seed, e) alone, so a run resumed at epoch e sees exactly the batches an uninterrupted run
 would. `fit` gets it with `steps_per_epoch`, so Keras never resets it between epochs. A batch is
-one fancy-indexing copy (no per-image Python work), made ahead of time in a background thread;
-augmentation happens later, on the accelerator, inside the training step.
+one `np.take` of its rows (a C loop that releases the GIL, no per-image Python work), gathered
+ahead of time by `workers` threads, or under TensorFlow by a parallel `tf.data` map
+(`EpochBatches.tf_dataset`), in order either way; augmentation happens later, on the
+accelerator, inside the training step. A memory map larger than `RESIDENT_BYTES` has its pages
+handed back to the page cache after every `RESIDENT_BYTES` read, so the resident set does not
+grow with the dataset; a smaller one stays mapped (re-mapping pages costs as much as copying).
 """
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["EpochBatches", "epoch_permutation"]
+from mixem_tf.data.cache import release_pages
+
+__all__ = ["DEFAULT_WORKERS", "EpochBatches", "RESIDENT_BYTES", "epoch_permutation"]
+
+DEFAULT_WORKERS = 2  # gathering threads
+RESIDENT_BYTES = 2**30  # most of a memory map kept resident by the feed
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> np.ndarray:
@@ -26,21 +36,22 @@ class EpochBatches:
     """uint8 batches of `images` for epochs [start_epoch, end_epoch), incomplete batch dropped.
 
     Args:
-        images: uint8 [N, H, W, C].
+        images: uint8 [N, H, W, C], e.g. a read-only memory map of the decoded cache.
         batch_size: images per batch (for a tf.distribute strategy: per worker).
         seed: shuffling seed.
         start_epoch, end_epoch: the epochs to feed (resume starts later).
         shard: (index, count): feed only batches index, index + count, ... of each epoch
             (multi-worker training, each worker a different share of the same order).
-        prefetch: batches prepared ahead in a background thread (0: none).
+        prefetch: batches prepared ahead (0: none, gathered on demand in the caller).
+        workers: threads (or parallel tf.data calls) gathering batches.
         make_batch: `make_batch(indices, rng)` → the batch of those sample indices (a
             method's `training_batch`); None: `images[indices]`. `rng` is seeded by
-            (seed, epoch, step).
+            (seed, epoch, batch).
     """
 
     def __init__(self, images, batch_size: int, *, seed: int = 0, start_epoch: int = 0,
                  end_epoch: int = 1, shard: tuple[int, int] = (0, 1), prefetch: int = 4,
-                 make_batch=None):
+                 workers: int = DEFAULT_WORKERS, make_batch=None):
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(f"expected uint8 images [N, H, W, C], got {images.dtype} "
                              f"{images.shape}")
@@ -53,50 +64,79 @@ class EpochBatches:
         self.start_epoch, self.end_epoch = int(start_epoch), int(end_epoch)
         self.shard_index, self.shard_count = shard
         self.prefetch = int(prefetch)
+        self.workers = max(1, int(workers))
         self.make_batch = make_batch
+        batch_bytes = self.batch_size * int(np.prod(images.shape[1:]))
+        small = images.nbytes <= RESIDENT_BYTES
+        self._release_every = None if small else max(1, RESIDENT_BYTES // batch_bytes)
+        self._orders: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     @property
     def steps_per_epoch(self) -> int:
         return (len(self.images) // self.batch_size) // self.shard_count
 
+    @property
+    def total_steps(self) -> int:
+        return max(0, self.end_epoch - self.start_epoch) * self.steps_per_epoch
+
+    def _order(self, epoch: int) -> np.ndarray:
+        with self._lock:  # two epochs at most are in flight at once
+            if epoch not in self._orders:
+                self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+                self._orders[epoch] = epoch_permutation(len(self.images), self.seed, epoch)
+            return self._orders[epoch]
+
+    def batch(self, step: int) -> np.ndarray:
+        """Batch `step` of the stream (0 = the first batch of `start_epoch`)."""
+        epoch, index = divmod(int(step), self.steps_per_epoch)
+        batch = index * self.shard_count + self.shard_index
+        rows = self._order(self.start_epoch + epoch)[batch * self.batch_size:
+                                                     (batch + 1) * self.batch_size]
+        if self._release_every and step % self._release_every == self._release_every - 1:
+            release_pages(self.images)
+        if self.make_batch is not None:
+            epoch_seed = self.start_epoch + epoch
+            return self.make_batch(rows, np.random.default_rng([self.seed, epoch_seed, batch]))
+        return np.take(self.images, rows, axis=0)
+
     def epoch(self, epoch: int):
         """The batches of one epoch, in order."""
-        order = epoch_permutation(len(self.images), self.seed, epoch)
-        for step in range(self.steps_per_epoch):
-            batch = step * self.shard_count + self.shard_index
-            indices = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-            if self.make_batch is None:
-                yield self.images[indices]
-            else:
-                yield self.make_batch(indices, np.random.default_rng([self.seed, epoch, batch]))
-
-    def _batches(self):
-        for epoch in range(self.start_epoch, self.end_epoch):
-            yield from self.epoch(epoch)
+        first = (epoch - self.start_epoch) * self.steps_per_epoch
+        for step in range(first, first + self.steps_per_epoch):
+            yield self.batch(step)
 
     def __iter__(self):
+        steps = range(self.total_steps)
         if self.prefetch <= 0:
-            return self._batches()
-        return _prefetched(self._batches(), self.prefetch)
+            return (self.batch(step) for step in steps)
+        return _gathered(self.batch, steps, self.workers, self.prefetch)
+
+    def tf_dataset(self):
+        """The same batches as a `tf.data.Dataset` of 1-tuples: a deterministic parallel map
+        (`workers` calls at once) over the steps, prefetched."""
+        import tensorflow as tf
+
+        shape = self.batch(0).shape if self.make_batch else (self.batch_size,
+                                                               *self.images.shape[1:])
+
+        def gather(step):
+            return tf.ensure_shape(tf.numpy_function(self.batch, [step], tf.uint8,
+                                                     stateful=False), shape)
+
+        steps = tf.data.Dataset.range(self.total_steps)
+        batches = steps.map(gather, num_parallel_calls=self.workers, deterministic=True)
+        return batches.map(lambda batch: (batch,)).prefetch(max(1, self.prefetch))
 
 
-_DONE = object()
-
-
-def _prefetched(iterator, depth: int):
-    """Runs `iterator` in a daemon thread, `depth` items ahead of the consumer."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
-
-    def produce():
-        try:
-            for item in iterator:
-                buffer.put(item)
-        except BaseException as error:  # surfaced in the consumer
-            buffer.put(error)
-        buffer.put(_DONE)
-
-    threading.Thread(target=produce, daemon=True).start()
-    while (item := buffer.get()) is not _DONE:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+def _gathered(make, items, workers: int, depth: int):
+    """`make(item)` for each item, in order, computed by `workers` threads up to `depth`
+    items ahead of the consumer."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="feed") as pool:
+        pending = collections.deque()
+        for item in items:
+            pending.append(pool.submit(make, item))
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

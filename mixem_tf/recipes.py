@@ -11,32 +11,29 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["DATASET_KEYS", "dataset_recipe", "recipe_table"]
+from mixem_tf.data.registry import DATASET_FACTS, DATASET_KEYS, dataset_key
 
-DATASET_KEYS = ("stl10", "cifar10", "cifar100_20", "mnist", "fashion_mnist", "digits", "folder")
+__all__ = ["DATASET_KEYS", "dataset_recipe", "recipe_table"]
 
 
 def recipe_table(paper: dict, small: dict, folder: dict | None = None) -> dict:
-    """A method's recipes per dataset key: `paper` for STL-10 (96 px) and CIFAR (32 px), and
-    with `folder` on top for `folder:` (96 px); `small` for MNIST and Fashion-MNIST (15 epochs,
-    28 px) and digits (60 epochs, 8 px), the budgets of a 2-core CPU."""
-    return {
-        "stl10": {**paper, "image_size": 96},
-        "cifar10": {**paper, "image_size": 32},
-        "cifar100_20": {**paper, "image_size": 32},
-        "mnist": {**small, "epochs": 15, "image_size": 28},
-        "fashion_mnist": {**small, "epochs": 15, "image_size": 28},
-        "digits": {**small, "epochs": 60, "image_size": 8},
-        "folder": {**paper, "image_size": 96, **(folder or {})},
-    }
+    """A method's recipes per dataset key, from each dataset's recipe class
+    (`mixem_tf.data.registry.DATASET_FACTS`): `paper` for STL-10 (96 px) and CIFAR (32 px),
+    and with `folder` on top for `folder:` (96 px); `small` for MNIST and Fashion-MNIST
+    (15 epochs, 28 px) and digits (60 epochs, 8 px), the budgets of a 2-core CPU. Every
+    recipe trains at the dataset's native size."""
+    table = {}
+    for key, facts in DATASET_FACTS.items():
+        base = small if facts.recipe == "small" else paper
+        epochs = {"epochs": facts.epochs} if facts.epochs else {}
+        extra = (folder or {}) if facts.recipe == "folder" else {}
+        table[key] = {**base, **epochs, "image_size": facts.image_size, **extra}
+    return table
 
 
 def dataset_recipe(recipes: dict, dataset: str) -> dict:
     """A copy of `recipes[KEY]` for a dataset name (`folder:PATH` uses "folder")."""
-    key = "folder" if dataset.startswith("folder:") else dataset
-    if key not in DATASET_KEYS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from "
-                         f"{', '.join(k for k in DATASET_KEYS if k != 'folder')} or folder:PATH")
+    key = dataset_key(dataset)
     if key not in recipes:
         raise ValueError(f"this method has no recipe for {dataset!r}")
     recipe = dict(recipes[key])

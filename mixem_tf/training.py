@@ -198,34 +198,41 @@ def _check_batch_split(config, strategy: _Strategy) -> None:
             raise ValueError(f"batch size {config.batch_size} must divide by the {count} {what}")
 
 
+def _method_batches(model, images):
+    """The feeder's `make_batch` for a method that builds its own batches (SCAN's pairs of
+    neighbours), or None: plain rows of `images`."""
+    from mixem_tf.methods.base import ClusteringMethod
+
+    if type(model).training_batch is ClusteringMethod.training_batch:
+        return None
+    return lambda indices, rng: model.training_batch(images, indices, rng)
+
+
 def _training_data(images, config, strategy: _Strategy, start_epoch: int, model):
     """(batches, steps per epoch) for `fit`.
 
-    Without a tf.distribute strategy: a generator of uint8 batches. With one: a distributed
-    dataset (`distribute_datasets_from_function`) in which each worker feeds its own share of
-    every global batch (shard (worker, workers) of the same epoch order), split among its local
-    replicas, so that one step consumes `batch_size` images in all, as on one device. (Handing
-    Keras a per-worker dataset instead lets `experimental_distribute_dataset` take each
-    worker's share for the global batch and split it again over every replica: half the batch
-    per step on two workers.) Each new iterator starts the feeder afresh. The batch must
-    already have passed `_check_batch_split` (train_run checks it before writing anything).
+    Under TensorFlow, the feeder's `tf.data` stream (batches gathered by a parallel map);
+    under another backend, its iterator (gathered by threads). With a tf.distribute strategy:
+    a distributed dataset (`distribute_datasets_from_function`) in which each worker feeds its
+    own share of every global batch (shard (worker, workers) of the same epoch order), split
+    among its local replicas, so that one step consumes `batch_size` images in all, as on one
+    device. (Handing Keras a per-worker dataset instead lets `experimental_distribute_dataset`
+    take each worker's share for the global batch and split it again over every replica: half
+    the batch per step on two workers.) The batch must already have passed
+    `_check_batch_split` (train_run checks it before writing anything).
     """
     feeder = EpochBatches(images, config.batch_size // strategy.workers, seed=config.seed,
                           start_epoch=start_epoch, end_epoch=config.epochs,
                           shard=(strategy.worker, strategy.workers),
-                          make_batch=lambda indices, rng: model.training_batch(images, indices,
-                                                                               rng))
-    if strategy.tf_strategy is None:
+                          make_batch=_method_batches(model, images))
+    if keras.backend.backend() != "tensorflow":
         return ((batch,) for batch in feeder), feeder.steps_per_epoch
-    import tensorflow as tf
-
+    if strategy.tf_strategy is None:
+        return feeder.tf_dataset(), feeder.steps_per_epoch
     per_replica = config.batch_size // strategy.tf_strategy.num_replicas_in_sync
-    sample = model.training_batch(images, np.arange(1), np.random.default_rng(0))
-    spec = tf.TensorSpec((None, *sample.shape[1:]), tf.uint8)
 
     def worker_dataset(context):
-        dataset = tf.data.Dataset.from_generator(lambda: ((batch,) for batch in feeder),
-                                                 output_signature=(spec,))
+        dataset = feeder.tf_dataset()
         return dataset if per_replica == feeder.batch_size else dataset.rebatch(per_replica)
 
     return (strategy.tf_strategy.distribute_datasets_from_function(worker_dataset),

@@ -1,14 +1,29 @@
-"""Test-wide settings: quiet TensorFlow, and OpenMP threads that sleep rather than spin (so
-scikit-learn's K-means does not fight TensorFlow's threads for the two CPU cores)."""
+"""Test-wide settings: quiet TensorFlow, OpenMP threads that sleep rather than spin (so
+scikit-learn's K-means does not fight TensorFlow's threads for the two CPU cores), and a
+decoded-image cache in a temporary folder (never the user's), a fresh one per test."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_SESSION_CACHE = tempfile.mkdtemp(prefix="mixem-tf-test-cache-")
+os.environ["MIXEM_TF_CACHE"] = _SESSION_CACHE  # session fixtures and subprocesses
+atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
 
 
 # -- export / predict: one tiny trained run, exported once, shared by their test modules ----
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def decoded_cache(tmp_path_factory, monkeypatch):
+    """Each test's own decoded-image cache folder (`mixem_tf.data.cache`)."""
+    folder = tmp_path_factory.mktemp("decoded-cache")
+    monkeypatch.setenv("MIXEM_TF_CACHE", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="session")

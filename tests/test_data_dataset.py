@@ -186,3 +186,16 @@ def test_resized_keeps_labels_and_skips_no_op():
     big = ds.resized(8)
     assert big.image_shape == (8, 8, 1) and big.labels is ds.labels
     assert _ids(big.images) == list(range(5))  # constant images stay constant
+
+
+def test_concatenating_back_to_back_parts_of_one_memory_map_copies_nothing(tmp_path):
+    data = np.random.default_rng(0).integers(0, 256, (9, 2, 3, 1), dtype=np.uint8)
+    data.tofile(tmp_path / "images.u8")
+    mapped = np.memmap(tmp_path / "images.u8", np.uint8, "r", shape=data.shape)
+    a, b, c = (ImageDataset("x", mapped[s]) for s in (slice(0, 2), slice(2, 7), slice(7, 9)))
+    joined = ImageDataset.concatenate(a, b, c)
+    assert np.shares_memory(joined.images, mapped) and not joined.images.flags.writeable
+    np.testing.assert_array_equal(joined.images, data)
+    swapped = ImageDataset.concatenate(b, a)  # not in storage order: a copy, still right
+    assert not np.shares_memory(swapped.images, mapped)
+    np.testing.assert_array_equal(swapped.images, np.concatenate([data[2:7], data[:2]]))

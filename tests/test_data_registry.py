@@ -160,3 +160,27 @@ def test_import_and_core_sources_work_without_tensorflow():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_dataset_facts_are_the_one_source_of_sizes_channels_and_recipe_classes():
+    from mixem_tf.data.registry import DATASET_FACTS, DATASET_KEYS, dataset_facts
+    from mixem_tf.methods.augmentation import view_config
+    from mixem_tf.recipes import dataset_recipe, recipe_table
+
+    table = recipe_table({"lr": 1.0}, {"lr": 2.0}, folder={"batch_size": 7})
+    assert tuple(table) == DATASET_KEYS == tuple(DATASET_FACTS)
+    for name in ("stl10", "cifar10", "cifar100_20", "mnist", "fashion_mnist", "digits"):
+        facts = dataset_facts(name)
+        info = dataset_info(name)
+        assert info.image_shape == (facts.image_size, facts.image_size, facts.channels)
+        recipe = dataset_recipe(table, name)
+        assert recipe["image_size"] == facts.image_size
+        assert recipe["lr"] == (2.0 if facts.recipe == "small" else 1.0)
+        assert view_config("mice", name).size == (facts.image_size, facts.image_size)
+    assert [k for k, f in DATASET_FACTS.items() if f.recipe == "small"] == [
+        "mnist", "fashion_mnist", "digits"]
+    folder = dataset_recipe(table, "folder:/any/where")
+    assert folder == {"lr": 1.0, "image_size": 96, "batch_size": 7}
+    assert dataset_info("folder:/x").facts is DATASET_FACTS["folder"]
+    with pytest.raises(ValueError, match="unknown dataset 'folder'"):
+        dataset_facts("folder")  # the key is not a name

@@ -100,6 +100,32 @@ def test_mocked_protocols_and_resize():
     assert len(only_train) == N and only_train.split == "train" and test.split == "test"
 
 
+def test_splits_are_one_memory_map_joined_without_copies_and_read_once(monkeypatch,
+                                                                         tmp_path):
+    with tfds.testing.mock_data(num_examples=N):
+        train, evaluation = load_protocol("stl10", include_unlabeled=True)
+        first = np.array(train.images)
+    assert isinstance(train.images.base, np.memmap) or isinstance(train.images, np.memmap)
+    root = train.images.base
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    # train + test + unlabeled: one map, in that order; the joins are views of it.
+    assert train.images.shape == (3 * N, 96, 96, 3) and not train.images.flags.writeable
+    assert np.shares_memory(train.images, evaluation.images)
+    np.testing.assert_array_equal(train.images[N:2 * N], evaluation.images)
+
+    def no_tfds(self, *args, **kwargs):
+        raise AssertionError("read from TFDS again")
+
+    with tfds.testing.mock_data(num_examples=N):
+        monkeypatch.setattr(tfds.core.DatasetBuilder, "as_dataset", no_tfds)
+        again, _ = load_protocol("stl10", include_unlabeled=True)  # from the cache
+        monkeypatch.setenv("MIXEM_TF_CACHE", str(tmp_path / "empty"))
+        with pytest.raises(DatasetUnavailableError):  # no cache: TFDS (refusing) is read
+            load_protocol("stl10", include_unlabeled=True)
+    np.testing.assert_array_equal(again.images, first)
+
+
 def test_missing_data_raises_unavailable_with_instructions(tmp_path):
     with pytest.raises(DatasetUnavailableError) as info:
         load_dataset("cifar10", "train", data_dir=tmp_path)

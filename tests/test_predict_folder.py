@@ -159,3 +159,15 @@ def test_the_gallery_order_picks_the_best_the_worst_or_a_seeded_random_sample(
 def test_an_unknown_gallery_order_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--gallery-order must be one of random, confident"):
         predict.predict_folder(_Graded(), tmp_path, tmp_path / "c.csv", gallery_order="best")
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_gets_its_reason_and_is_never_opened(stand_in, tmp_path, capsys):
+    import os
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("L", (6, 6), 250).save(images / "a.png")
+    os.mkfifo(images / "pipe.png")  # opening it would wait forever for a writer
+    assert _main("--images", images, "--out", tmp_path / "c.csv") == 0
+    rows = _rows(tmp_path / "c.csv")
+    assert rows["a.png"]["cluster"] == "1"
+    assert rows["pipe.png"]["error"] == "not a regular file (a named pipe); not opened"

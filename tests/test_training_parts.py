@@ -111,6 +111,44 @@ def test_epoch_batches_shards_split_each_epoch_between_workers():
     assert sorted(seen.tolist()) == list(range(12))
 
 
+def _reference_batches(images, batch, seed, epochs, shard=(0, 1)):
+    """The feed's contract, spelled out: epoch e's order is epoch_permutation(N, seed, e), and
+    worker i of n takes batches i, i + n, ... of it."""
+    steps = (len(images) // batch) // shard[1]
+    for epoch in epochs:
+        order = epoch_permutation(len(images), seed, epoch)
+        for step in range(steps):
+            b = step * shard[1] + shard[0]
+            yield images[order[b * batch:(b + 1) * batch]]
+
+
+@pytest.mark.parametrize("workers, prefetch", [(1, 0), (3, 2), (2, 8)])
+def test_gathering_threads_give_the_batches_of_one_thread_from_a_memory_map(
+        tmp_path, workers, prefetch):
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (103, 4, 5, 3), dtype=np.uint8)
+    data.tofile(tmp_path / "images.u8")
+    mapped = np.memmap(tmp_path / "images.u8", np.uint8, "r", shape=data.shape)
+    feeder = EpochBatches(mapped, 8, seed=7, start_epoch=1, end_epoch=4, shard=(1, 2),
+                          workers=workers, prefetch=prefetch)
+    got = list(feeder)
+    expected = list(_reference_batches(data, 8, 7, range(1, 4), shard=(1, 2)))
+    assert len(got) == len(expected) == 3 * 6
+    for a, b in zip(got, expected):
+        assert a.dtype == np.uint8 and np.array_equal(a, b)
+
+
+def test_the_tf_data_feed_gives_the_same_batches():
+    tf = pytest.importorskip("tensorflow")
+    images = np.random.default_rng(1).integers(0, 256, (50, 3, 3, 1), dtype=np.uint8)
+    feeder = EpochBatches(images, 6, seed=3, start_epoch=2, end_epoch=5, workers=2)
+    got = [batch.numpy() for (batch,) in feeder.tf_dataset()]
+    expected = list(_reference_batches(images, 6, 3, range(2, 5)))
+    assert len(got) == len(expected) == 24
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert feeder.tf_dataset().element_spec[0] == tf.TensorSpec((6, 3, 3, 1), tf.uint8)
+
+
 def test_epoch_batches_reject_bad_input():
     with pytest.raises(ValueError, match="batch size"):
         EpochBatches(np.zeros((4, 2, 2, 1), np.uint8), 5)

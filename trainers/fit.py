@@ -22,11 +22,12 @@ import sys
 from pathlib import Path
 
 from mixem_tf.cli import read_json_object, run
+from mixem_tf.data.registry import DATASET_NAMES
 from mixem_tf.methods import METHODS
 from mixem_tf.settings import TrainConfig
 
 FLAGS = {  # flag → (type, help); each maps onto the TrainConfig field of the same name
-    "dataset": (str, "stl10, cifar10, cifar100_20, mnist, fashion_mnist, digits or folder:PATH"),
+    "dataset": (str, ", ".join(DATASET_NAMES)),
     "method": (str, "the clustering method: " + ", ".join(sorted(METHODS)) + " (default mixem)"),
     "data_dir": (str, "where the dataset's files are (TFDS data_dir or IDX folder)"),
     "train_on": (str, "whole (train+test) or train; default: the method's paper protocol"),

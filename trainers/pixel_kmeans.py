@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mixem_tf import cluster
-from mixem_tf.data import load_protocol
+from mixem_tf.data import DATASET_NAMES, load_protocol
 from mixem_tf.metrics import evaluate_clustering
 from mixem_tf.report import format_table
 from mixem_tf.cli import run
@@ -49,7 +49,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m trainers.pixel_kmeans", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="fashion_mnist",
-                        help="stl10, cifar10, cifar100_20, mnist, fashion_mnist, digits, folder:PATH")
+                        help=", ".join(DATASET_NAMES))
     parser.add_argument("--data-dir", default=None, help="where the dataset's files are")
     parser.add_argument("--train-on", choices=["whole", "train"], default="whole")
     parser.add_argument("--evaluate-on", choices=["test", "all"], default="all")

@@ -7,7 +7,8 @@
 Every non-hidden file under DIR (recursively, sorted) gets one CSV row: path, cluster,
 probability (the soft assignment of that cluster), error. Image files are those training
 reads (`mixem_tf.data.folder.IMAGE_EXTENSIONS`: JPEG, PNG, BMP, GIF, WebP, TIFF); any other
-file, or one that is not a readable image, gets its reason in the error column and an empty
+file, anything that is not a regular file (a named pipe, a device: never opened), or a file
+that is not a readable image, gets its reason in the error column and an empty
 cluster, and the run goes on. When no file at all could be clustered the command fails (exit
 2) and draws no gallery. Images are read with Pillow at their own size (grey stays grey,
 anything else becomes RGB) and sent in batches (`--batch-size`, images of one size together);
@@ -84,13 +85,13 @@ class _Progress:
 
 def _read(paths):
     """[(path, image or None, error or "")] for a chunk of files."""
-    from mixem_tf.data.folder import describe_error, is_image_file, read_image, \
-        unsupported_format
+    from mixem_tf.data.folder import describe_error, file_problem, read_image
 
     out = []
     for path in paths:
-        if not is_image_file(path):
-            out.append((path, None, unsupported_format(path)))
+        problem = file_problem(path)  # never opens a named pipe or a device
+        if problem:
+            out.append((path, None, problem))
             continue
         try:
             out.append((path, read_image(path), ""))

@@ -21,17 +21,28 @@ from mixem_tf.data.dataset import (
 from mixem_tf.data.folder import load_folder
 from mixem_tf.data.idx import IdxFormatError, read_idx
 from mixem_tf.data.protocols import ProtocolData, load_protocol
-from mixem_tf.data.registry import DATASET_NAMES, DatasetInfo, dataset_info, load_dataset
+from mixem_tf.data.registry import (
+    DATASET_FACTS,
+    DATASET_NAMES,
+    DatasetFacts,
+    DatasetInfo,
+    dataset_facts,
+    dataset_info,
+    load_dataset,
+)
 from mixem_tf.data.tfds_source import CIFAR100_TO_20
 
 __all__ = [
     "CIFAR100_TO_20",
+    "DATASET_FACTS",
     "DATASET_NAMES",
+    "DatasetFacts",
     "DatasetInfo",
     "DatasetUnavailableError",
     "IdxFormatError",
     "ImageDataset",
     "ProtocolData",
+    "dataset_facts",
     "dataset_info",
     "load_dataset",
     "load_folder",

@@ -158,7 +158,8 @@ class ImageDataset:
         """One dataset holding all images of `datasets`, in order.
 
         Labels are kept only when every part has them (else None). Image shapes, and
-        num_classes/class_names where given, must agree.
+        num_classes/class_names where given, must agree. Parts that lie back to back in one
+        buffer (consecutive splits of one cache entry) are joined as a view, not copied.
         """
         if len(datasets) == 1 and not isinstance(datasets[0], ImageDataset):
             datasets = tuple(datasets[0])  # a list or tuple passed as one argument
@@ -182,7 +183,9 @@ class ImageDataset:
         if len(names) > 1:
             raise ValueError("cannot concatenate datasets whose class_names differ")
 
-        images = np.concatenate([ds.images for ds in datasets], axis=0)
+        images = _adjacent_view([ds.images for ds in datasets])
+        if images is None:
+            images = np.concatenate([ds.images for ds in datasets], axis=0)
         labelled = all(ds.labels is not None for ds in datasets)
         labels = np.concatenate([ds.labels for ds in datasets]) if labelled else None
         if name is None:
@@ -272,6 +275,31 @@ class ImageDataset:
         return self._replace(images=images)
 
 
+def _root_array(array: np.ndarray) -> np.ndarray:
+    """The outermost numpy array `array` is a view of (itself if it owns its memory)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def _adjacent_view(arrays) -> np.ndarray | None:
+    """One array over `arrays` when they are C-contiguous views of one buffer that follow
+    each other in it (no copy), else None."""
+    root = _root_array(arrays[0])
+    if not root.flags.c_contiguous or root.dtype != arrays[0].dtype:
+        return None
+    start = arrays[0].__array_interface__["data"][0]
+    end = start
+    for array in arrays:
+        if (_root_array(array) is not root or not array.flags.c_contiguous
+                or array.__array_interface__["data"][0] != end):
+            return None
+        end += array.nbytes
+    offset = (start - root.__array_interface__["data"][0]) // root.itemsize
+    flat = root.reshape(-1)[offset:offset + (end - start) // root.itemsize]
+    return flat.reshape(-1, *arrays[0].shape[1:])
+
+
 def parse_image_size(image_size) -> tuple[int, int]:
     """`image_size` (int, or (height, width)) as a validated (height, width) tuple.
 
@@ -335,8 +363,13 @@ def resize_images(images: np.ndarray, image_size) -> np.ndarray:
     per_image = 4 * (in_h * in_w + height * in_w + height * width) * channels
     chunk = max(1, _RESIZE_CHUNK_BYTES // per_image)
     for start in range(0, n, chunk):
-        part = images[start : start + chunk].astype(np.float32).transpose(0, 3, 1, 2)
-        part = np.matmul(np.matmul(rows, part), cols.T)  # [n, C, h, w], batched BLAS GEMMs
-        np.clip(np.rint(part, out=part), 0, 255, out=part)
-        out[start : start + chunk] = part.transpose(0, 2, 3, 1)
+        part = images[start : start + chunk]
+        m = len(part)
+        # Two plain 2-D GEMMs on contiguous operands (BLAS), rows first, as the exported graph.
+        tall = np.ascontiguousarray(part.transpose(1, 0, 2, 3), np.float32).reshape(in_h, -1)
+        tall = (rows @ tall).reshape(height, m, in_w, channels)          # [h, m, W, C]
+        wide = np.ascontiguousarray(tall.transpose(2, 0, 1, 3)).reshape(in_w, -1)
+        wide = (cols @ wide).reshape(width, height, m, channels)         # [w, h, m, C]
+        np.clip(np.rint(wide, out=wide), 0, 255, out=wide)
+        out[start : start + chunk] = wide.transpose(2, 1, 0, 3)
     return out

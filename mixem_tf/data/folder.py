@@ -9,14 +9,19 @@ Rules:
   TIFFs give their first frame.
 - Images are converted to RGB (default) or, with ``channels=1``, to grey (luma, ITU-R 601),
   the way torchvision's ImageFolder loader does (``convert("RGB")``: alpha is dropped, not
-  composited; no EXIF rotation), then resized to `image_size` with Pillow's antialiased
-  BILINEAR filter, stretching to the target aspect ratio (``Resize((h, w))``) unless
-  ``keep_aspect=True``, which centre-crops to the target aspect ratio first.
-  JPEGs at least twice the target size are decoded at reduced scale (``Image.draft``) first.
+  composited; no EXIF rotation), decoded at full resolution, then resized to `image_size`
+  with `resize_images` (Pillow's antialiased BILINEAR filter in float, rounded once: the
+  resampling of the exported graph, so a served file gives the cluster training gave it),
+  stretching to the target aspect ratio (``Resize((h, w))``) unless ``keep_aspect=True``,
+  which centre-crops to the target aspect ratio first.
+- Decoded images go to the decoded cache (`mixem_tf.data.cache`, one entry per folder, size,
+  channels and crop rule), decoded by `num_workers` processes; later loads map it and decode
+  only files added or changed (size or modification time) since.
 - Labels: when every decoded image lies inside a first-level sub-folder, the sub-folder names,
   sorted, become the classes (``class_names``) and their index the label, like ImageFolder.
   Otherwise labels are None (a plain unlabelled collection).
-- Files that cannot be decoded and files without an image extension are skipped. The dataset
+- Files that cannot be decoded, files without an image extension and anything that is not a
+  regular file (named pipes, devices, sockets, broken links: never opened) are skipped. The dataset
   (a `FolderDataset`) carries a `FolderScan`: how many files were found, used and skipped,
   and every skipped file with its reason (`FolderScan.write_skipped` writes them as CSV). One
   short `SkippedFilesWarning` gives the counts and the first few.
@@ -29,17 +34,20 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import stat
+import sys
+import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from mixem_tf.data.dataset import ImageDataset, parse_image_size
+from mixem_tf.data.dataset import ImageDataset, parse_image_size, resize_images
 
 __all__ = ["DEFAULT_FOLDER_IMAGE_SIZE", "FOLDER_PREFIX", "FolderDataset", "FolderScan",
-           "IMAGE_EXTENSIONS", "SkippedFilesWarning", "absolute_folder_name", "describe_error",
-           "is_image_file", "list_files", "load_folder", "read_image", "unsupported_format"]
+           "IMAGE_EXTENSIONS", "SkippedFilesWarning", "absolute_folder_name", "decode_image",
+           "describe_error", "file_problem", "is_image_file", "list_files", "load_folder",
+           "read_image", "relative_files", "unsupported_format"]
 
 # Formats Pillow reads without plug-ins; training and trainers.predict accept exactly these.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -47,6 +55,10 @@ DEFAULT_FOLDER_IMAGE_SIZE = 96  # STL-10's size; what MiCE uses for its ImageFol
 FOLDER_PREFIX = "folder:"
 _SHOWN_PATHS = 3  # how many skipped files the warning names
 _REASON_CHARS = 80  # longest reason the warning shows (the CSV has the whole one)
+_MAX_WORKERS = 8  # decoding processes at most
+_DECODE_CHUNK = 64  # files per task of a decoding process
+_COPY_ROWS = 4096  # images per copy when a cache entry is rebuilt (bounds the memory used)
+_PROGRESS_SECONDS = 5.0
 
 
 class SkippedFilesWarning(UserWarning):
@@ -55,7 +67,7 @@ class SkippedFilesWarning(UserWarning):
 
 def is_image_file(path) -> bool:
     """True when `path` has one of the supported image extensions (any case)."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
 def unsupported_format(path) -> str:
@@ -141,10 +153,13 @@ def _shorten(reason: str) -> str:
     return reason if len(reason) <= _REASON_CHARS else reason[:_REASON_CHARS - 1] + "…"
 
 
-def list_files(root: Path) -> list[Path]:
-    """All non-hidden files under `root`, following links but never a directory twice."""
+def relative_files(root) -> list[str]:
+    """The relative paths of all non-hidden files under `root`, sorted by their parts,
+    following links but never a directory twice (plain strings: a million files list in
+    seconds)."""
     seen = set()
     found = []
+    root = os.fspath(root)
     for directory, subdirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(directory)
         if real in seen:
@@ -152,8 +167,16 @@ def list_files(root: Path) -> list[Path]:
             continue
         seen.add(real)
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        found.extend(Path(directory, f) for f in files if not f.startswith("."))
-    return sorted(found, key=lambda p: p.relative_to(root).parts)
+        prefix = os.path.relpath(directory, root)
+        prefix = "" if prefix == "." else prefix + os.sep
+        found.extend([prefix + f for f in files if f[:1] != "."])
+    found.sort(key=lambda rel: rel.split(os.sep))
+    return found
+
+
+def list_files(root: Path) -> list[Path]:
+    """All non-hidden files under `root` (`relative_files`, as absolute paths)."""
+    return [Path(root, rel) for rel in relative_files(root)]
 
 
 def _centre_crop_box(width: int, height: int, target_w: int, target_h: int):
@@ -183,23 +206,19 @@ def _to_mode(image, channels: int):
     return image if image.mode == target else image.convert(target)
 
 
-def _decode(path: Path, size_hw: tuple[int, int], channels: int, keep_aspect: bool):
-    """One image as uint8 [h, w, C]."""
-    from PIL import Image
-
-    height, width = size_hw
-    with Image.open(path) as image:
-        image.seek(0)  # the first frame of a GIF
-        if image.format == "JPEG" and image.width >= 2 * width and image.height >= 2 * height:
-            image.draft(None, (width, height))  # DCT-domain down-scaling, >= the target size
-        image = _to_mode(image, channels)
-        box = None
-        if keep_aspect:
-            box = _centre_crop_box(image.width, image.height, width, height)
-        if image.size != (width, height) or box is not None:
-            image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
-        array = np.asarray(image, dtype=np.uint8)
-    return array.reshape(height, width, channels)
+def decode_image(path, size_hw: tuple[int, int], channels: int = 3,
+                 keep_aspect: bool = False) -> np.ndarray:
+    """One image file as training sees it, uint8 [h, w, C]: `read_image` at full resolution
+    (Pillow's accurate integer IDCT for JPEGs, never reduced-scale decoding), an optional
+    centre crop, then `resize_images`: the float resampling the exported graph applies to
+    images of another size, rounded once. So the served model, given the same file, sees the
+    pixels training saw (export/inputs.py decodes JPEGs with the same IDCT)."""
+    array = read_image(path, channels)
+    if keep_aspect:
+        left, upper, right, lower = _centre_crop_box(array.shape[1], array.shape[0],
+                                                     size_hw[1], size_hw[0])
+        array = array[upper:lower, left:right]
+    return resize_images(array[None], size_hw)[0]
 
 
 def read_image(path, channels: int | None = None) -> np.ndarray:
@@ -221,6 +240,192 @@ def read_image(path, channels: int | None = None) -> np.ndarray:
     return array.reshape(array.shape[0], array.shape[1], channels)
 
 
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_problem(path, info: os.stat_result | None = None) -> str | None:
+    """Why `path` is not read as an image, without opening it: not a regular file (a named
+    pipe would block the reader forever), a broken link, or not an image extension; None
+    when it is a regular image file. `info` is its `os.stat` when already known."""
+    if info is None:
+        try:
+            info = os.stat(path)
+        except OSError as error:
+            broken = os.path.islink(path)
+            return "broken symbolic link" if broken else f"cannot stat ({error.strerror})"
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a file")
+        return f"not a regular file ({kind}); not opened"
+    if not is_image_file(path):
+        return unsupported_format(path)
+    return None
+
+
+def _decode_rows(images_path, shape, tasks, size_hw, channels, keep_aspect):
+    """Decodes (row, file) `tasks` straight into rows of the image file; returns
+    [(row, reason)] of those that failed. Runs in a worker process, with one BLAS thread:
+    the processes share the cores, and BLAS threads that wait on each other for one image's
+    small products run many times slower on a busy machine."""
+    from threadpoolctl import threadpool_limits
+
+    images = np.memmap(images_path, np.uint8, "r+", shape=tuple(shape))
+    failed = []
+    with threadpool_limits(1, user_api="blas"):
+        for row, path in tasks:
+            try:
+                images[row] = decode_image(path, size_hw, channels, keep_aspect)
+            except Exception as exc:  # any decoding failure means "skip this file"
+                failed.append((row, describe_error(exc)))
+    images.flush()
+    return failed
+
+
+def _decode_all(images_path, shape, tasks, size_hw, channels, keep_aspect, workers, report):
+    """`_decode_rows` over `tasks` in chunks, on `workers` processes when there are enough
+    files to be worth starting them; returns {row: reason} of the failures."""
+    chunks = [tasks[i:i + _DECODE_CHUNK] for i in range(0, len(tasks), _DECODE_CHUNK)]
+    failed, done = {}, 0
+    args = (images_path, shape)
+    if workers > 1 and len(chunks) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # fork: a spawned worker would import the command's whole module (Keras included).
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+            futures = {pool.submit(_decode_rows, *args, chunk, size_hw, channels, keep_aspect):
+                       len(chunk) for chunk in chunks}
+            for future in as_completed(futures):
+                failed.update(future.result())
+                done += futures[future]
+                report(done)
+        return failed
+    for chunk in chunks:
+        failed.update(_decode_rows(*args, chunk, size_hw, channels, keep_aspect))
+        done += len(chunk)
+        report(done)
+    return failed
+
+
+class _Progress:
+    """`folder:ROOT: decoded n/N images` on stderr, at most every few seconds."""
+
+    def __init__(self, name: str, total: int, where: Path, enabled: bool):
+        self.name, self.total, self.enabled = name, total, enabled
+        self.start = self.last = time.monotonic()
+        if enabled:
+            print(f"{name}: decoding {total} image(s) into the cache {where} (once; later "
+                  "commands read it from there)", file=sys.stderr, flush=True)
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if self.enabled and (now - self.last > _PROGRESS_SECONDS or done == self.total):
+            self.last = now
+            rate = done / max(now - self.start, 1e-9)
+            print(f"{self.name}: decoded {done}/{self.total} images ({rate:.0f}/s)",
+                  file=sys.stderr, flush=True)
+
+
+def _cached_images(root: Path, candidates, size_hw, channels: int, keep_aspect: bool,
+                   workers: int, progress: bool):
+    """(read-only memory map of the decodable candidates' images in order, {index in
+    candidates: reason} of those that are not), through the cache entry of this folder at
+    this size, channels and crop rule. Only files added or changed since the entry was
+    built (by size and modification time) are decoded; the rest are copied from it."""
+    from mixem_tf.data.cache import CacheEntry, join_paths, split_paths
+
+    entry = CacheEntry({"source": "folder", "root": str(root), "size": list(size_hw),
+                        "channels": channels, "crop": "centre" if keep_aspect else "stretch"},
+                       label=f"{root.name}-{size_hw[0]}x{size_hw[1]}x{channels}")
+    names = [rel for rel, _ in candidates]
+    sizes = np.array([info.st_size for _, info in candidates], np.int64)
+    mtimes = np.array([info.st_mtime_ns for _, info in candidates], np.int64)
+
+    joined = join_paths(names)
+
+    def current(index):
+        return (index is not None and np.array_equal(index["sizes"], sizes)
+                and np.array_equal(index["mtimes"], mtimes)
+                and np.array_equal(index["paths"], joined))
+
+    def result(index):
+        rows, reasons = index["rows"], split_paths(index["reasons"])
+        failed = dict(zip(np.flatnonzero(rows < 0).tolist(), reasons))
+        return entry.open_images(index), failed
+
+    index = entry.read_index()
+    if current(index):
+        try:
+            return result(index)
+        except FileNotFoundError:  # rebuilt since the index was read: read it under the lock
+            pass
+    name = f"{FOLDER_PREFIX}{root}"
+    with entry.locked(lambda: print(f"{name}: waiting for another process that is decoding "
+                                    f"it into {entry.path}", file=sys.stderr, flush=True)):
+        index = entry.read_index()
+        if current(index):
+            return result(index)
+        entry.remove_stale(keep=index["header"]["images"] if index else None)
+        old, old_images = {}, None
+        if index is not None:
+            old_images = entry.open_images(index)
+            old_reasons = iter(split_paths(index["reasons"]))
+            for key, size, mtime, row in zip(split_paths(index["paths"]), index["sizes"],
+                                              index["mtimes"], index["rows"]):
+                old[key] = (int(size), int(mtime), int(row),
+                            next(old_reasons) if row < 0 else None)
+        # Provisional rows: every candidate that is not a known failure; failures of the
+        # new decodes are squeezed out afterwards.
+        reuse, decode, known_failed, provisional = [], [], {}, {}
+        for i, key in enumerate(names):
+            kept = old.get(key)
+            if kept is not None and kept[:2] == (int(sizes[i]), int(mtimes[i])):
+                if kept[2] < 0:
+                    known_failed[i] = kept[3]
+                    continue
+                reuse.append((len(provisional), kept[2]))
+            else:
+                decode.append((len(provisional), os.path.join(root, key)))
+            provisional[i] = len(provisional)
+        shape = (len(provisional), *size_hw, channels)
+        images_path, images = entry.new_images(shape)
+        try:
+            for start in range(0, len(reuse), _COPY_ROWS):
+                pairs = np.array(reuse[start:start + _COPY_ROWS])
+                images[pairs[:, 0]] = old_images[pairs[:, 1]]
+            del old_images
+            bar = _Progress(name, len(decode), entry.path, progress and bool(decode))
+            new_failed = _decode_all(images_path, shape, decode, size_hw, channels,
+                                     keep_aspect, workers, bar)
+            by_row = {row: i for i, row in provisional.items()}
+            failed = {**known_failed, **{by_row[row]: why for row, why in new_failed.items()}}
+            kept_rows = [row for i, row in provisional.items() if i not in failed]
+            _squeeze(images, kept_rows)
+            rows = np.full(len(names), -1, np.int64)
+            rows[[i for i in provisional if i not in failed]] = np.arange(len(kept_rows))
+            if images is not None:
+                images.flush()
+            del images
+            final = (len(kept_rows), *size_hw, channels)
+            entry.commit(images_path, final, {
+                "paths": joined, "sizes": sizes, "mtimes": mtimes, "rows": rows,
+                "reasons": join_paths([failed[i] for i in sorted(failed)])},
+                {"source": name})
+        except BaseException:
+            images_path.unlink(missing_ok=True)
+            raise
+        return result(entry.read_index())
+
+
+def _squeeze(images, kept_rows) -> None:
+    """Moves rows `kept_rows` (ascending) to 0, 1, ... in place, in bounded chunks."""
+    moves = [(src, dst) for dst, src in enumerate(kept_rows) if src != dst]
+    for start in range(0, len(moves), _COPY_ROWS):
+        pairs = np.array(moves[start:start + _COPY_ROWS])
+        images[pairs[:, 1]] = images[pairs[:, 0]]
+
+
 def _labels_from_subfolders(relative: list[tuple[str, ...]]):
     """(labels, class_names) when every image lies in a first-level sub-folder, else None."""
     if not relative or any(len(parts) < 2 for parts in relative):
@@ -238,9 +443,12 @@ def load_folder(
     channels: int = 3,
     keep_aspect: bool = False,
     num_workers: int | None = None,
+    progress: bool = True,
 ) -> FolderDataset:
     """All images under `path` as one `FolderDataset` (single split ``"all"``), its `scan`
-    saying what was found, used and skipped.
+    saying what was found, used and skipped. The images are a read-only memory map of the
+    folder's entry in the decoded cache (`mixem_tf.data.cache`), built or brought up to date
+    first.
 
     Args:
         path: the folder, searched recursively.
@@ -248,7 +456,8 @@ def load_folder(
         channels: 3 (RGB, default) or 1 (grey).
         keep_aspect: centre-crop to the target aspect ratio before resizing, instead of
             stretching.
-        num_workers: decoding threads (default: min(8, CPU count)).
+        num_workers: decoding processes (default: min(8, CPU count)).
+        progress: print what is decoded into the cache, and how fast, on stderr.
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -272,46 +481,39 @@ def load_folder(
                          "folder of images)")
     root = root.resolve()
 
-    files = list_files(root)
-    candidates = [p for p in files if is_image_file(p)]
+    files = relative_files(root)
+    candidates, problems = [], {}
+    prefix, is_regular = str(root) + os.sep, stat.S_ISREG
+    for rel in files:  # the common case in few operations: a cache hit is this loop
+        path = prefix + rel
+        try:
+            info = os.stat(path)
+        except OSError:
+            info = None
+        if info is not None and is_regular(info.st_mode) and \
+                rel[rel.rfind("."):].lower() in IMAGE_EXTENSIONS:
+            candidates.append((rel, info))
+        else:
+            problems[rel] = file_problem(path, info)
     if not candidates:
         found = f"{len(files)} other file(s)" if files else "no files at all"
         raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}: "
                          f"found {found}")
 
-    height, width = size_hw
-    images = np.empty((len(candidates), height, width, channels), np.uint8)
-    errors: list[str | None] = [None] * len(candidates)
-
-    def work(i: int) -> None:
-        try:
-            images[i] = _decode(candidates[i], size_hw, channels, keep_aspect)
-        except Exception as exc:  # any decoding failure means "skip this file"
-            errors[i] = describe_error(exc)
-
-    workers = num_workers or min(8, os.cpu_count() or 1)
-    if workers > 1 and len(candidates) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(work, range(len(candidates))))
-    else:
-        for i in range(len(candidates)):
-            work(i)
-
-    failed = {p: why for p, why in zip(candidates, errors) if why is not None}
-    skipped = tuple((p, failed.get(p) or unsupported_format(p)) for p in files
-                    if p in failed or not is_image_file(p))
+    workers = num_workers or min(_MAX_WORKERS, os.cpu_count() or 1)
+    images, failed = _cached_images(root, candidates, size_hw, channels, keep_aspect, workers,
+                                    progress)
+    problems.update({candidates[i][0]: why for i, why in failed.items()})
+    skipped = tuple((root / rel, problems[rel]) for rel in files if rel in problems)
     scan = FolderScan(root, len(files), skipped)
-    ok = np.array([e is None for e in errors])
-    if not ok.any():
+    if not len(images):
         raise ValueError(f"none of the {len(candidates)} image files under {str(root)!r} could "
                          f"be decoded: {scan.summary()}")
     if skipped:
         warnings.warn(scan.summary(), SkippedFilesWarning, stacklevel=2)
-    if not ok.all():
-        images = images[ok]
-    kept = [p for p, good in zip(candidates, ok) if good]
+    kept = [rel for i, (rel, _) in enumerate(candidates) if i not in failed]
 
-    labelled = _labels_from_subfolders([p.relative_to(root).parts for p in kept])
+    labelled = _labels_from_subfolders([rel.split(os.sep) for rel in kept])
     labels, class_names = labelled if labelled else (None, None)
     return FolderDataset(
         name=f"{FOLDER_PREFIX}{root}",

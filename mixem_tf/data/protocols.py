@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from mixem_tf.data.dataset import ImageDataset
-from mixem_tf.data.registry import dataset_info, load_dataset
+from mixem_tf.data.registry import dataset_info, load_dataset, load_splits
 
 __all__ = ["ProtocolData", "load_protocol"]
 
@@ -67,20 +67,21 @@ def load_protocol(
     if include_unlabeled and "unlabeled" not in info.splits:
         raise ValueError(f"include_unlabeled: dataset {name!r} has no unlabeled split")
 
-    def load(split: str) -> ImageDataset:
-        return load_dataset(name, split, data_dir=data_dir, image_size=image_size,
-                            channels=channels, download=download)  # fmt: skip
-
     if info.single_split:
-        whole = load("all")
+        whole = load_dataset(name, "all", data_dir=data_dir, image_size=image_size,
+                             channels=channels, download=download)
         return ProtocolData(whole, whole)
 
-    train, test = load("train"), load("test")
+    # One load: consecutive rows of one cache entry, so the joins below copy nothing.
+    splits = ["train", "test"] + (["unlabeled"] if include_unlabeled else [])
+    train, test, *unlabeled = load_splits(name, splits, data_dir=data_dir,
+                                          image_size=image_size, channels=channels,
+                                          download=download)
     whole = None
     if train_on == "whole" or evaluate_on == "all":
         whole = ImageDataset.concatenate(train, test, name=name)
     train_ds = whole if train_on == "whole" else train
     eval_ds = test if evaluate_on == "test" else whole
     if include_unlabeled:
-        train_ds = ImageDataset.concatenate(train_ds, load("unlabeled"), name=name)
+        train_ds = ImageDataset.concatenate(train_ds, *unlabeled, name=name)
     return ProtocolData(train_ds, eval_ds)

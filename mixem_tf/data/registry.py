@@ -1,4 +1,9 @@
-"""Dataset names → sources: `load_dataset`, `dataset_info`, `DATASET_NAMES`.
+"""Dataset names → facts and sources: `DATASET_FACTS`, `dataset_info`, `load_dataset`.
+
+`DATASET_FACTS` is the one place a dataset's native size, channels and recipe class are
+written; recipes (`mixem_tf.recipes`), view pipelines (`mixem_tf.methods.augmentation`),
+MiCE's table and the command-line help read them from here. Adding a dataset is one row there
+plus its loader (a `TfdsSource` in `tfds_source.py`, or a branch of `_load_stored`).
 
 | name | source | splits (images) | image | classes |
 | --- | --- | --- | --- | --- |
@@ -32,16 +37,70 @@ from mixem_tf.data.folder import DEFAULT_FOLDER_IMAGE_SIZE
 from mixem_tf.data.tfds_source import TFDS_SOURCES
 
 __all__ = [
+    "DATASET_FACTS",
+    "DATASET_KEYS",
     "DATASET_NAMES",
+    "DatasetFacts",
     "DatasetInfo",
     "DatasetUnavailableError",
+    "dataset_facts",
     "dataset_info",
+    "dataset_key",
     "load_dataset",
+    "load_splits",
 ]
 
-DATASET_NAMES = ("stl10", "cifar10", "cifar100_20", "mnist", "fashion_mnist", "digits",
-                 "folder:PATH")  # fmt: skip
 _FOLDER_PREFIX = "folder:"
+FOLDER_KEY = "folder"  # the facts and recipes of every folder:PATH
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFacts:
+    """What every part of mixem-tf needs to know about a dataset before loading it.
+
+    Attributes:
+        image_size: native (stored) height = width; a folder's default resize target.
+        channels: 1 (grey) or 3 (RGB).
+        recipe: the recipe class methods use: ``"paper"`` (the papers' settings),
+            ``"small"`` (a 2-core CPU budget with a small ConvNet) or ``"folder"``.
+        epochs: the small recipe's epoch budget on this dataset (None for the others).
+    """
+
+    image_size: int
+    channels: int
+    recipe: str
+    epochs: int | None = None
+
+
+DATASET_FACTS = {
+    "stl10": DatasetFacts(96, 3, "paper"),
+    "cifar10": DatasetFacts(32, 3, "paper"),
+    "cifar100_20": DatasetFacts(32, 3, "paper"),
+    "mnist": DatasetFacts(28, 1, "small", epochs=15),
+    "fashion_mnist": DatasetFacts(28, 1, "small", epochs=15),
+    "digits": DatasetFacts(8, 1, "small", epochs=60),
+    FOLDER_KEY: DatasetFacts(DEFAULT_FOLDER_IMAGE_SIZE, 3, "folder"),
+}  # fmt: skip
+DATASET_KEYS = tuple(DATASET_FACTS)  # recipe keys: the names, and "folder" for folder:PATH
+DATASET_NAMES = tuple(k for k in DATASET_KEYS if k != FOLDER_KEY) + (f"{_FOLDER_PREFIX}PATH",)
+
+
+def dataset_key(name) -> str:
+    """The key of `name` in `DATASET_FACTS` (``"folder"`` for ``folder:PATH``).
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones).
+    """
+    if isinstance(name, str) and name.startswith(_FOLDER_PREFIX):
+        return FOLDER_KEY
+    if not isinstance(name, str) or name not in DATASET_FACTS or name == FOLDER_KEY:
+        raise _unknown_name(name)
+    return name
+
+
+def dataset_facts(name) -> DatasetFacts:
+    """`DATASET_FACTS` of a dataset name (``folder:PATH`` included)."""
+    return DATASET_FACTS[dataset_key(name)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +109,7 @@ class DatasetInfo:
 
     Attributes:
         name: the name as given.
+        facts: its `DatasetFacts` (native size, channels, recipe class).
         num_classes: ground-truth classes, or None when unknown before loading (folders).
         image_shape: (H, W, C) as stored; a folder's is the default resize target.
         channels: C.
@@ -67,6 +127,7 @@ class DatasetInfo:
     labeled_splits: tuple[str, ...]
     class_names: tuple[str, ...] | None
     source: str
+    facts: DatasetFacts | None = None
 
     @property
     def single_split(self) -> bool:
@@ -94,8 +155,8 @@ def dataset_info(name: str) -> DatasetInfo:
     Raises:
         ValueError: unknown name (the message lists the valid ones).
     """
-    if not isinstance(name, str):
-        raise _unknown_name(name)
+    facts = dataset_facts(name)
+    size, channels = facts.image_size, facts.channels
     if name in TFDS_SOURCES:
         source = TFDS_SOURCES[name]
         origin = f"TFDS builder {source.builder!r}"
@@ -105,23 +166,22 @@ def dataset_info(name: str) -> DatasetInfo:
         return DatasetInfo(
             name=name,
             num_classes=source.num_classes,
-            image_shape=source.image_shape,
-            channels=source.image_shape[-1],
+            image_shape=(size, size, channels),
+            channels=channels,
             splits=dict(source.split_sizes),
             labeled_splits=labeled,
             class_names=source.class_names,
             source=origin,
+            facts=facts,
         )
     if name == "digits":
-        return DatasetInfo("digits", 10, (8, 8, 1), 1, {"all": 1797}, ("all",),
-                           DIGITS_CLASS_NAMES, "scikit-learn load_digits")  # fmt: skip
-    if name.startswith(_FOLDER_PREFIX):
-        path = _folder_path(name)
-        size = DEFAULT_FOLDER_IMAGE_SIZE
-        return DatasetInfo(name, None, (size, size, 3), 3, {"all": None}, ("all",), None,
-                           f"image folder {path!r} (labels from sub-folders if every image "
-                           "is in one)")  # fmt: skip
-    raise _unknown_name(name)
+        return DatasetInfo("digits", 10, (size, size, channels), channels, {"all": 1797},
+                           ("all",), DIGITS_CLASS_NAMES, "scikit-learn load_digits",
+                           facts)  # fmt: skip
+    path = _folder_path(name)
+    return DatasetInfo(name, None, (size, size, channels), channels, {"all": None}, ("all",),
+                       None, f"image folder {path!r} (labels from sub-folders if every image "
+                       "is in one)", facts)  # fmt: skip
 
 
 def _check_split(info: DatasetInfo, split: str) -> str:
@@ -135,53 +195,85 @@ def _check_split(info: DatasetInfo, split: str) -> str:
     return "all" if info.single_split else split
 
 
-def _load_fashion_mnist(split: str, data_dir, download: bool) -> ImageDataset:
+def _load_fashion_mnist(splits, data_dir, download) -> list[ImageDataset]:
     searched = []
     for directory in (data_dir, idx.FASHION_MNIST_DIR):
         if directory is None:
             continue
         searched.append(str(directory))
-        files = idx.find_idx_split(directory, split)
-        if files:
-            return idx.load_idx_dataset(
-                *files,
-                name="fashion_mnist",
-                num_classes=10,
-                class_names=idx.FASHION_MNIST_CLASS_NAMES,
-                split=split,
-            )
-    prefix = "train" if split == "train" else "t10k"
+        files = [idx.find_idx_split(directory, split) for split in splits]
+        if all(files):
+            return [idx.load_idx_dataset(*found, name="fashion_mnist", num_classes=10,
+                                         class_names=idx.FASHION_MNIST_CLASS_NAMES,
+                                         split=split)
+                    for found, split in zip(files, splits)]
+    prefixes = " and ".join(f"{'train' if s == 'train' else 't10k'}-images-idx3-ubyte, "
+                            f"{'train' if s == 'train' else 't10k'}-labels-idx1-ubyte"
+                            for s in splits)
     hint = (
-        f"put the IDX files {prefix}-images-idx3-ubyte and {prefix}-labels-idx1-ubyte (.gz or "
+        f"put the IDX files {prefixes} (.gz or "
         f"raw; from the Debian package dataset-fashion-mnist or "
         f"github.com/zalandoresearch/fashion-mnist) in data_dir or {idx.FASHION_MNIST_DIR}; "
         f"searched for them in: {', '.join(searched)}"
     )
-    from mixem_tf.data.tfds_source import load_tfds
+    from mixem_tf.data.tfds_source import load_tfds_splits
 
-    return load_tfds("fashion_mnist", split, data_dir=data_dir, download=download,
-                     extra_hint=hint)  # fmt: skip
+    return load_tfds_splits("fashion_mnist", splits, data_dir=data_dir, download=download,
+                            extra_hint=hint)
 
 
-def _load_split(name: str, split: str, data_dir, download, image_size, channels):
-    """One stored split, before any resize/channel conversion (folders resize on decode)."""
+def _load_stored(name: str, splits, data_dir, download, image_size, channels):
+    """Stored splits, before any resize/channel conversion (folders resize on decode); the
+    splits of a TFDS source are consecutive rows of one cache entry."""
     if name == "digits":
         from mixem_tf.data.digits import load_digits
 
-        return load_digits()
+        return [load_digits()]
     if name.startswith(_FOLDER_PREFIX):
         from mixem_tf.data.folder import load_folder
 
-        return load_folder(
+        return [load_folder(
             _folder_path(name),
             image_size=DEFAULT_FOLDER_IMAGE_SIZE if image_size is None else image_size,
             channels=3 if channels is None else channels,
-        )
+        )]
     if name == "fashion_mnist":
-        return _load_fashion_mnist(split, data_dir, download)
-    from mixem_tf.data.tfds_source import load_tfds
+        return _load_fashion_mnist(splits, data_dir, download)
+    from mixem_tf.data.tfds_source import load_tfds_splits
 
-    return load_tfds(name, split, data_dir=data_dir, download=download)
+    return load_tfds_splits(name, splits, data_dir=data_dir, download=download)
+
+
+def _converted(dataset: ImageDataset, image_size, channels) -> ImageDataset:
+    # Convert to grey before resizing and to RGB after: the resize then handles fewer channels.
+    if channels == 1:
+        dataset = dataset.with_channels(1)
+    if image_size is not None:
+        dataset = dataset.resized(image_size)
+    if channels == 3:
+        dataset = dataset.with_channels(3)
+    return dataset
+
+
+def load_splits(name: str, splits, *, data_dir=None, image_size=None,
+                channels: int | None = None, download: bool = False) -> list[ImageDataset]:
+    """`load_dataset` of each of `splits` (not ``"all"``), loaded together: a TFDS source's
+    splits come as consecutive rows of one memory map, so joining consecutive ones copies
+    nothing. Single-split sources give their one dataset for every split asked."""
+    info = dataset_info(name)
+    stored = [_check_split(info, split) for split in splits]
+    if "all" in stored and not info.single_split:
+        raise ValueError("load_splits takes stored splits; use load_dataset for 'all'")
+    if channels is not None and channels not in (1, 3):
+        raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
+    if image_size is not None:
+        parse_image_size(image_size)  # fail before loading anything
+    if data_dir is not None:
+        data_dir = os.path.expanduser(str(data_dir))
+    wanted = list(dict.fromkeys(stored))
+    loaded = _load_stored(name, wanted, data_dir, download, image_size, channels)
+    by_split = {split: _converted(ds, image_size, channels) for split, ds in zip(wanted, loaded)}
+    return [by_split[split] for split in stored]
 
 
 def load_dataset(
@@ -218,27 +310,9 @@ def load_dataset(
         >>> ds = load_dataset("fashion_mnist", "test", image_size=32)   # [10000, 32, 32, 1]
     """
     info = dataset_info(name)
-    stored_split = _check_split(info, split)
-    if channels is not None and channels not in (1, 3):
-        raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
-    if image_size is not None:
-        parse_image_size(image_size)  # fail before loading anything
-    if data_dir is not None:
-        data_dir = os.path.expanduser(str(data_dir))
-
-    if stored_split == "all" and not info.single_split:
-        parts = [
-            _load_split(name, s, data_dir, download, image_size, channels)
-            for s in info.labeled_splits
-        ]
-        dataset = ImageDataset.concatenate(*parts, name=name)
-    else:
-        dataset = _load_split(name, stored_split, data_dir, download, image_size, channels)
-    # Convert to grey before resizing and to RGB after: the resize then handles fewer channels.
-    if channels == 1:
-        dataset = dataset.with_channels(1)
-    if image_size is not None:
-        dataset = dataset.resized(image_size)
-    if channels == 3:
-        dataset = dataset.with_channels(3)
-    return dataset
+    if _check_split(info, split) == "all" and not info.single_split:
+        parts = load_splits(name, info.labeled_splits, data_dir=data_dir,
+                            image_size=image_size, channels=channels, download=download)
+        return ImageDataset.concatenate(*parts, name=name)
+    return load_splits(name, [split], data_dir=data_dir, image_size=image_size,
+                       channels=channels, download=download)[0]

@@ -1,6 +1,8 @@
 """STL-10, CIFAR-10, CIFAR-100-20, MNIST and Fashion-MNIST through TensorFlow Datasets.
 
-TensorFlow and TFDS are imported inside `load_tfds` only.
+TensorFlow and TFDS are imported inside `load_tfds_splits` only. The first load writes the
+splits asked for, batch by batch, into one entry of the decoded cache (`mixem_tf.data.cache`);
+every later one maps it: the images are never all in memory at once.
 
 Downloading is off by default (``download=False``): the data must already be prepared in
 `data_dir` (or TFDS's default, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). On a machine
@@ -18,6 +20,8 @@ agree on every image and raises if they do not.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -33,6 +37,7 @@ __all__ = [
     "TFDS_SOURCES",
     "TfdsSource",
     "load_tfds",
+    "load_tfds_splits",
 ]
 
 STL10_CLASS_NAMES = (
@@ -87,7 +92,6 @@ class TfdsSource:
         splits: our split name -> TFDS split name.
         split_sizes: our split name -> number of images.
         unlabeled_splits: our splits without ground truth (labels None).
-        image_shape: (H, W, C).
         class_names: one per class.
         coarse_labels: use CIFAR-100's 20 superclasses instead of the builder's ``label``.
     """
@@ -96,7 +100,6 @@ class TfdsSource:
     builder: str
     splits: Mapping[str, str]
     split_sizes: Mapping[str, int]
-    image_shape: tuple[int, int, int]
     class_names: tuple[str, ...]
     unlabeled_splits: tuple[str, ...] = ()
     coarse_labels: bool = False
@@ -105,29 +108,35 @@ class TfdsSource:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C), from the dataset's facts (`registry.DATASET_FACTS`)."""
+        from mixem_tf.data.registry import DATASET_FACTS
+
+        facts = DATASET_FACTS[self.name]
+        return facts.image_size, facts.image_size, facts.channels
+
 
 _TRAIN_TEST = {"train": "train", "test": "test"}
 TFDS_SOURCES = {
     "stl10": TfdsSource(
         "stl10", "stl10", {**_TRAIN_TEST, "unlabeled": "unlabelled"},
-        {"train": 5000, "test": 8000, "unlabeled": 100000}, (96, 96, 3), STL10_CLASS_NAMES,
+        {"train": 5000, "test": 8000, "unlabeled": 100000}, STL10_CLASS_NAMES,
         unlabeled_splits=("unlabeled",),
     ),
     "cifar10": TfdsSource(
-        "cifar10", "cifar10", _TRAIN_TEST, {"train": 50000, "test": 10000}, (32, 32, 3),
-        CIFAR10_CLASS_NAMES,
+        "cifar10", "cifar10", _TRAIN_TEST, {"train": 50000, "test": 10000}, CIFAR10_CLASS_NAMES,
     ),
     "cifar100_20": TfdsSource(
-        "cifar100_20", "cifar100", _TRAIN_TEST, {"train": 50000, "test": 10000}, (32, 32, 3),
+        "cifar100_20", "cifar100", _TRAIN_TEST, {"train": 50000, "test": 10000},
         CIFAR100_COARSE_NAMES, coarse_labels=True,
     ),
     "mnist": TfdsSource(
-        "mnist", "mnist", _TRAIN_TEST, {"train": 60000, "test": 10000}, (28, 28, 1),
+        "mnist", "mnist", _TRAIN_TEST, {"train": 60000, "test": 10000},
         tuple(str(d) for d in range(10)),
     ),
     "fashion_mnist": TfdsSource(
         "fashion_mnist", "fashion_mnist", _TRAIN_TEST, {"train": 60000, "test": 10000},
-        (28, 28, 1),
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     ),
@@ -173,7 +182,8 @@ def load_tfds(
     download: bool = False,
     extra_hint: str | None = None,
 ) -> ImageDataset:
-    """Split `split` of `name` (a key of `TFDS_SOURCES`) as an `ImageDataset`.
+    """Split `split` of `name` (a key of `TFDS_SOURCES`) as an `ImageDataset` whose images
+    are a read-only memory map of the decoded cache (see `load_tfds_splits`).
 
     Args:
         name: ``stl10``, ``cifar10``, ``cifar100_20``, ``mnist`` or ``fashion_mnist``.
@@ -187,10 +197,27 @@ def load_tfds(
             `download` is False, or the download failed.
         ValueError: CIFAR-100 fine and coarse labels disagree with `CIFAR100_TO_20`.
     """
+    return load_tfds_splits(name, (split,), data_dir=data_dir, download=download,
+                            extra_hint=extra_hint)[0]
+
+
+def load_tfds_splits(name: str, splits, *, data_dir=None, download: bool = False,
+                     extra_hint: str | None = None) -> list[ImageDataset]:
+    """Splits `splits` of `name`, in that order, as `ImageDataset`s whose images are
+    consecutive rows of one memory map: the cache entry of these splits
+    (`mixem_tf.data.cache`), written batch by batch from TFDS the first time. Joining
+    consecutive splits (`ImageDataset.concatenate`) then copies nothing.
+
+    Raises: as `load_tfds`.
+    """
+    from mixem_tf.data.cache import CacheEntry
+
     source = TFDS_SOURCES[name]
-    if split not in source.splits:
-        raise ValueError(f"{name!r} has splits {sorted(source.splits)}, not {split!r}")
-    tfds = _import_tfds(source, split, extra_hint)
+    splits = tuple(splits)
+    for split in splits:
+        if split not in source.splits:
+            raise ValueError(f"{name!r} has splits {sorted(source.splits)}, not {split!r}")
+    tfds = _import_tfds(source, "+".join(splits), extra_hint)
     data_dir = None if data_dir is None else str(data_dir)
     builder = tfds.builder(source.builder, data_dir=data_dir)
     where = f"data_dir '{builder.data_dir_root}' (looked for '{builder.data_dir}'" + (
@@ -206,72 +233,115 @@ def load_tfds(
                 f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
                 + _how_to_provide(source, data_dir, extra_hint)
             ) from None
+    entry = CacheEntry({"source": "tfds", "builder": source.builder,
+                        "version": str(builder.version), "data_dir": str(builder.data_dir),
+                        "prepared": _fingerprint(builder.data_dir), "splits": list(splits),
+                        "coarse_labels": source.coarse_labels},
+                       label=f"{name}-{'+'.join(splits)}")
+    index = entry.read_index()
     try:
-        tf_ds = builder.as_dataset(split=source.splits[split], shuffle_files=False)
-    except AssertionError:  # TFDS's way of saying "no prepared data here"
-        state = "on but left nothing" if download else "off (download=False)"
-        raise DatasetUnavailableError(
-            f"dataset {name!r} (split {split!r}) is not available: TFDS builder "
-            f"{source.builder!r} (version {builder.version}) has no prepared data in {where}, "
-            f"and downloading is {state}.\n" + _how_to_provide(source, data_dir, extra_hint)
-        ) from None
+        images = None if index is None else entry.open_images(index)
+    except FileNotFoundError:  # rebuilt since the index was read: read it under the lock
+        index = None
+    if index is None:
+        with entry.locked(lambda: print(f"{name}: waiting for another process that is "
+                                        f"writing it into {entry.path}", file=sys.stderr)):
+            index = entry.read_index()
+            if index is None:
+                _write_entry(entry, tfds, builder, source, splits, where, download,
+                             data_dir, extra_hint)
+                index = entry.read_index()
+            images = entry.open_images(index)
+    starts = index["starts"].tolist()
+    parts = []
+    for split, start, stop in zip(splits, starts, starts[1:]):
+        labels = None if split in source.unlabeled_splits else index["labels"][start:stop]
+        parts.append(ImageDataset(name=name, images=images[start:stop], labels=labels,
+                                  num_classes=source.num_classes,
+                                  class_names=source.class_names, split=split))
+    return parts
 
+
+def _fingerprint(directory) -> list:
+    """(name, size, mtime) of the prepared files: preparing the data again renews the entry."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return []
+    return [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file()]
+
+
+def _write_entry(entry, tfds, builder, source: TfdsSource, splits, where, download,
+                 data_dir, extra_hint) -> None:
+    """Streams `splits` from TFDS into a new image file of `entry`, batch by batch, and
+    commits it with the labels (-1 for unlabeled splits) and each split's first row."""
+    images_path, _ = entry.new_images((0,))
+    labels, starts, count = [], [0], 0
+    print(f"{source.name}: writing {'+'.join(splits)} from TFDS into the decoded cache "
+          f"{entry.path} (once; later commands map it)", file=sys.stderr, flush=True)
+    try:
+        with open(images_path, "ab") as handle:
+            for split in splits:
+                try:
+                    tf_ds = builder.as_dataset(split=source.splits[split], shuffle_files=False)
+                except AssertionError:  # TFDS's way of saying "no prepared data here"
+                    state = "on but left nothing" if download else "off (download=False)"
+                    raise DatasetUnavailableError(
+                        f"dataset {source.name!r} (split {split!r}) is not available: TFDS "
+                        f"builder {source.builder!r} (version {builder.version}) has no "
+                        f"prepared data in {where}, and downloading is {state}.\n"
+                        + _how_to_provide(source, data_dir, extra_hint)
+                    ) from None
+                labelled = split not in source.unlabeled_splits
+                for batch_images, batch_labels in _batches(tfds, tf_ds, source, split):
+                    handle.write(np.ascontiguousarray(batch_images, np.uint8).tobytes())
+                    count += len(batch_images)
+                    labels.append(batch_labels if labelled
+                                  else np.full(len(batch_images), -1, np.int64))
+                if count == starts[-1]:
+                    raise DatasetUnavailableError(f"dataset {source.name!r} (split {split!r}): "
+                                                  f"TFDS gave no examples from {where}")
+                starts.append(count)
+        entry.commit(images_path, (count, *source.image_shape), {
+            "labels": np.concatenate(labels), "starts": np.array(starts, np.int64)},
+            {"source": source.name, "splits": list(splits)})
+    except BaseException:
+        images_path.unlink(missing_ok=True)
+        raise
+
+
+def _batches(tfds, tf_ds, source: TfdsSource, split: str):
+    """(images uint8 [n, H, W, C], labels int64 [n] or None) batches of a tf.data.Dataset of
+    examples (CIFAR-100-20: the superclass labels, checked against TFDS's)."""
     labelled = split not in source.unlabeled_splits
-    images, columns = _to_numpy(tfds, tf_ds, source, labelled)
-    labels = None
-    if labelled:
-        labels = columns["label"]
-        if source.coarse_labels:
-            labels = _coarse_labels(labels, columns["coarse_label"], source.name, split)
-    return ImageDataset(
-        name=name,
-        images=images,
-        labels=labels,
-        num_classes=source.num_classes,
-        class_names=source.class_names,
-        split=split,
-    )
-
-
-def _to_numpy(tfds, tf_ds, source: TfdsSource, labelled: bool):
-    """(images uint8 [N, H, W, C], {label key: int64 [N]}) from a tf.data.Dataset of examples,
-    converted in batches of `_CONVERT_BATCH` into preallocated arrays."""
     keys = ("label", "coarse_label") if source.coarse_labels else ("label",)
     keys = keys if labelled else ()
-    count = int(tf_ds.cardinality())
     tf_ds = tf_ds.map(lambda ex: (ex["image"], tuple(ex[k] for k in keys)))
-    tf_ds = tf_ds.batch(_CONVERT_BATCH).prefetch(2)
-
-    if count < 0:  # unknown cardinality: collect, then join
-        parts = list(tfds.as_numpy(tf_ds))
-        images = np.concatenate([p[0] for p in parts])
-        columns = {k: np.concatenate([p[1][i] for p in parts]) for i, k in enumerate(keys)}
-        return images, {k: v.astype(np.int64) for k, v in columns.items()}
-
-    images = np.empty((count, *source.image_shape), np.uint8)
-    columns = {k: np.empty(count, np.int64) for k in keys}
-    filled = 0
-    for batch_images, batch_labels in tfds.as_numpy(tf_ds):
-        stop = filled + batch_images.shape[0]
-        images[filled:stop] = batch_images.reshape(-1, *source.image_shape)
-        for i, key in enumerate(keys):
-            columns[key][filled:stop] = batch_labels[i]
-        filled = stop
-    if filled != count:
-        raise RuntimeError(f"{source.name}: TFDS announced {count} examples but gave {filled}")
-    return images, columns
+    seen = 0
+    for batch_images, columns in tfds.as_numpy(tf_ds.batch(_CONVERT_BATCH).prefetch(2)):
+        batch_images = batch_images.reshape(-1, *source.image_shape)
+        labels = None
+        if source.coarse_labels and labelled:
+            labels = _coarse_labels(columns[0].astype(np.int64), columns[1].astype(np.int64),
+                                    source.name, split, seen)
+        elif labelled:
+            labels = columns[0].astype(np.int64)
+        seen += len(batch_images)
+        yield batch_images, labels
 
 
-def _coarse_labels(fine: np.ndarray, coarse: np.ndarray, name: str, split: str) -> np.ndarray:
-    """The superclass labels ``CIFAR100_TO_20[fine]``, checked against TFDS's coarse labels."""
+def _coarse_labels(fine: np.ndarray, coarse: np.ndarray, name: str, split: str,
+                   first: int = 0) -> np.ndarray:
+    """The superclass labels ``CIFAR100_TO_20[fine]``, checked against TFDS's coarse labels
+    (`first`: the split's index of the first image given, for the message)."""
     mapped = CIFAR100_TO_20[fine]
     wrong = np.flatnonzero(mapped != coarse)
     if wrong.size:
         i = int(wrong[0])
         raise ValueError(
             f"{name} {split}: TFDS coarse_label disagrees with the standard CIFAR-100 -> 20 "
-            f"superclass map on {wrong.size} of {fine.size} images (first: image {i}, fine "
-            f"label {int(fine[i])} -> {int(mapped[i])}, TFDS says {int(coarse[i])}); "
+            f"superclass map on {wrong.size} of {fine.size} images (first: image {first + i}, "
+            f"fine label {int(fine[i])} -> {int(mapped[i])}, TFDS says {int(coarse[i])}); "
             "the prepared data is corrupt or not CIFAR-100"
         )
     return mapped

@@ -24,19 +24,9 @@ On grey datasets saturation, hue and grayscale are off (they do nothing to one c
 from __future__ import annotations
 
 from mixem_tf.augment import AugmentConfig
+from mixem_tf.data.registry import FOLDER_KEY, dataset_facts, dataset_key
 
-__all__ = ["DATASETS", "DIGITS_CROP_SCALE", "PIPELINES", "view_config"]
-
-DATASETS = ("stl10", "cifar10", "cifar100_20", "mnist", "fashion_mnist", "digits", "folder:PATH")
-# name: (native size, channels)
-NATIVE = {
-    "stl10": (96, 3),
-    "cifar10": (32, 3),
-    "cifar100_20": (32, 3),
-    "mnist": (28, 1),
-    "fashion_mnist": (28, 1),
-    "digits": (8, 1),
-}
+__all__ = ["DIGITS_CROP_SCALE", "PIPELINES", "view_config"]
 IDENTITY = ((0.0,), (1.0,))
 # MIX'EM dataset_wrapper.py (METHODS §1.3). Its CIFAR-10 std is the widely copied
 # (0.2023, 0.1994, 0.2010), kept here for fidelity.
@@ -76,8 +66,9 @@ def view_config(pipeline: str, dataset: str, image_size=None) -> AugmentConfig:
     """The `AugmentConfig` of `pipeline` (a key of `PIPELINES`) on `dataset`.
 
     Args:
-        dataset: one of :data:`DATASETS` (``folder:PATH`` needs ``image_size``).
-        image_size: output size (int or ``(h, w)``); ``None`` means the dataset's native size.
+        dataset: one of `DATASET_NAMES` (``folder:PATH`` needs ``image_size``).
+        image_size: output size (int or ``(h, w)``); ``None`` means the dataset's native size
+            (`mixem_tf.data.registry.DATASET_FACTS`).
 
     Raises:
         ValueError: unknown pipeline or dataset, or ``folder:`` without ``image_size``.
@@ -88,13 +79,10 @@ def view_config(pipeline: str, dataset: str, image_size=None) -> AugmentConfig:
     """
     if pipeline not in PIPELINES:
         raise ValueError(f"unknown view pipeline {pipeline!r}; valid: {sorted(PIPELINES)}")
-    if isinstance(dataset, str) and dataset.startswith("folder:"):
-        key, native, channels = "folder", None, None
-    elif dataset in NATIVE:
-        key = dataset
-        native, channels = NATIVE[dataset]
-    else:
-        raise ValueError(f"unknown dataset {dataset!r}; valid: {list(DATASETS)}")
+    key = dataset_key(dataset)
+    native, channels = None, None  # a folder's images come at the size they are loaded at
+    if key != FOLDER_KEY:
+        native, channels = dataset_facts(dataset).image_size, dataset_facts(dataset).channels
     if image_size is None:
         if native is None:
             raise ValueError(f"the {pipeline} views of {dataset!r} need an image size: pass "

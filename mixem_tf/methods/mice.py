@@ -38,7 +38,7 @@ from mixem_tf.heads import _torch_uniform
 from mixem_tf.methods.base import ClusteringMethod
 from mixem_tf.methods.options import MethodOptions, option
 from mixem_tf.methods.registry import register_method
-from mixem_tf.recipes import dataset_recipe
+from mixem_tf.recipes import dataset_recipe, recipe_table
 from mixem_tf.schedules import WarmupThenStep
 
 __all__ = ["MiCE", "MiCEHeads", "negative_elbo", "simplex_prototypes"]
@@ -167,14 +167,14 @@ SMALL = {"backbone": "convnet", "optimizer": "sgd", "lr": 1.0, "weight_decay": 1
          "batch_size": 256, "options": {"queue_size": 1024, "ema_momentum": 0.9,
                                         "temperature": 0.5, "gating_temperature": 0.5,
                                         "lr_milestones": ""}}
+# Every small dataset (`DATASET_FACTS`) gets SMALL; the paper datasets their own recipes;
+# folders SMALL at 32 px for 60 epochs.
 RECIPES = {
+    **recipe_table(PAPER, SMALL),
     "cifar10": CIFAR,
     "cifar100_20": CIFAR,
     "stl10": {**PAPER, "stem": "imagenet", "image_size": 96, "epochs": 3001,
               "options": {"lr_milestones": "1500,2000,2500"}},
-    "mnist": {**SMALL, "epochs": 15, "image_size": 28},
-    "fashion_mnist": {**SMALL, "epochs": 15, "image_size": 28},
-    "digits": {**SMALL, "epochs": 60, "image_size": 8},
     "folder": {**SMALL, "epochs": 60, "image_size": 32},
 }
 
