@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixem_tf.cli import run
+from mixem_tf.cli import ArgumentParser, run
 
 __all__ = ["ConversionError", "ParityError", "check_parity", "convert_saved_model",
            "drop_empty_unsqueezes", "export_onnx", "parity_images"]
@@ -262,8 +262,8 @@ def export_onnx(saved_model, out, *, opset: int = DEFAULT_OPSET, parity_folder=N
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m export.onnx", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--saved-model", type=Path, required=True,
                         help="a SavedModel version folder written by export.savedmodel")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 __all__ = [
     "CENTROID_CLUSTERINGS",
@@ -130,6 +129,8 @@ def kmeans(
         if normalize:
             init = l2_normalize(init)
         n_init = 1
+    from sklearn.cluster import KMeans  # loads in seconds: not at import (commands' --help)
+
     model = KMeans(
         n_clusters=num_clusters,
         init=init,

@@ -1,4 +1,4 @@
-"""Recipe helpers: a method's settings per dataset, as data (`ClusteringMethod.recipe`).
+"""Recipe helpers: a method's settings per dataset, as data (`MethodDeclaration.recipe`).
 
 A method declares its recipes with `recipe_table` and looks one up with `dataset_recipe`; the
 run's settings that the recipes fill in are `mixem_tf.settings.TrainConfig`.

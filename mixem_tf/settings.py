@@ -1,8 +1,8 @@
 """A run's settings: `TrainConfig` holds what every run shares, plus the method's options.
 
 `resolved()` fills the unset fields from the method's recipe for the dataset
-(`ClusteringMethod.recipe`, built with `mixem_tf.recipes`) and the method's paper protocol,
-completes and checks the method's options (`ClusteringMethod.Options`), and checks every shared
+(`MethodDeclaration.recipe`, built with `mixem_tf.recipes`) and the method's paper protocol,
+completes and checks the method's options (`MethodDeclaration.Options`), and checks every shared
 value. A `folder:` path is stored absolute, so a run resumes and exports from any working
 directory. A dict-valued option (MIX'EM's term weights) merges the user's entries over the
 recipe's, entry by entry.
@@ -92,11 +92,11 @@ class TrainConfig:
     def from_saved(cls, settings: dict) -> "TrainConfig":
         """The settings of a run's `config.json`, including runs saved before methods owned
         their options (whose MIX'EM/SimCLR settings sat at the top level)."""
-        from mixem_tf.methods import method_class
+        from mixem_tf.methods import method_declaration
 
         settings = dict(settings)
         if any(k in settings for k in (*LEGACY_OPTIONS, "extra")):
-            names = method_class(settings.get("method", "mixem")).Options.fields()
+            names = method_declaration(settings.get("method", "mixem")).Options.fields()
             legacy = {k: settings.pop(k) for k in LEGACY_OPTIONS if k in settings}
             options = {k: v for k, v in {**legacy, **settings.pop("extra", {})}.items()
                        if k in names}
@@ -109,10 +109,10 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A copy with the recipe's defaults filled in and every value checked."""
         from mixem_tf.data.folder import absolute_folder_name
-        from mixem_tf.methods import method_class
+        from mixem_tf.methods import method_declaration
 
         self._check_types()
-        method = method_class(self.method)
+        method = method_declaration(self.method)
         recipe = method.recipe(self.dataset)
         recipe_options = recipe.pop("options", {})
         values = self.to_dict()

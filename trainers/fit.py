@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from mixem_tf.cli import read_json_object, run
+from mixem_tf.cli import ArgumentParser, read_json_object, run
 from mixem_tf.methods import METHODS
 from mixem_tf.settings import TrainConfig
 
@@ -76,8 +76,8 @@ OPTION_FLAGS = option_flags()
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m trainers.fit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m trainers.fit", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, (kind, text) in FLAGS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
                             help=text)
@@ -105,9 +105,6 @@ def config_from_args(args) -> TrainConfig:
 
 
 def main(argv=None) -> int:
-    from mixem_tf.callbacks import NonFiniteLossError
-    from mixem_tf.training import readout_report, train_run
-
     args = parse_args(argv)
     if args.resume:
         if args.out is None:
@@ -120,6 +117,10 @@ def main(argv=None) -> int:
         config = None
     else:
         config = config_from_args(args)
+        config.resolved()  # a bad setting is refused before a framework loads
+    from mixem_tf.callbacks import NonFiniteLossError
+    from mixem_tf.training import readout_report, train_run
+
     out = args.out or Path("runs") / f"{config.dataset.replace(':', '_').replace('/', '_')}-{config.method}"
     try:
         result = train_run(config, out, resume=args.resume, overwrite=args.overwrite,

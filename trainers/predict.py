@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixem_tf.cli import run
+from mixem_tf.cli import ArgumentParser, run
 
 FIELDS = ("path", "cluster", "probability", "error")
 
@@ -149,8 +149,8 @@ def _write_gallery(predict, best, counts, path, samples, cell):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m trainers.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m trainers.predict", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path,
                         help="SavedModel version folder, or model folder (its newest version)")

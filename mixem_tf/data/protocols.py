@@ -1,6 +1,6 @@
 """Train/evaluation protocols (METHODS.md §5.1): which images train, which are scored.
 
-Each method declares its paper's protocol (`ClusteringMethod.protocol`).
+Each method declares its paper's protocol (`MethodDeclaration.protocol`).
 
 - ``train_on="whole"``: train + test concatenated (MiCE, method 3, MIX'EM, SimCLR + K-means);
   ``"train"``: the train split only.

@@ -1,6 +1,6 @@
 """Each method's view pipeline per dataset: the papers' augmentation settings as data.
 
-A method names its pipeline (`ClusteringMethod.pipeline`); `view_config` turns that pipeline and
+A method names its pipeline (`MethodDeclaration.pipeline`); `view_config` turns that pipeline and
 a dataset into an `AugmentConfig`. Sources (``../shared/METHODS.md``):
 
 * ``"simclr"`` (MIX'EM and its SimCLR baseline) — MIX'EM ``dataset_wrapper.py`` (§1.3): scale

@@ -22,6 +22,9 @@ seeded subset of at most `MAX_IMAGES` evaluation images.
 Example:
     >>> evidence = trial_evidence(model, images, readout_row)   # clusters of clean/augmented
     >>> stability(evidence), silhouette(evidence)
+
+scikit-learn and SciPy are imported inside the objectives: `trainers.tune --help` lists the
+objectives without loading them.
 """
 
 from __future__ import annotations
@@ -30,10 +33,8 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import silhouette_score
 
 from mixem_tf.cluster import KMeansSettings, assign, kmeans, l2_normalize
-from mixem_tf.metrics import adjusted_rand_index, normalized_mutual_info
 
 __all__ = ["MAX_IMAGES", "OBJECTIVES", "CollapsedClusteringError",
            "TrialEvidence", "check_not_collapsed", "consensus", "consensus_clustering",
@@ -118,12 +119,16 @@ def trial_evidence(model, images: np.ndarray, row: dict, *, seed: int = 0,
 
 def stability(evidence: TrialEvidence) -> float:
     """ARI between the clusters of the clean and of the augmented images."""
+    from mixem_tf.metrics import adjusted_rand_index
+
     check_not_collapsed(evidence.clusters)
     return adjusted_rand_index(evidence.clusters, evidence.augmented)
 
 
 def silhouette(evidence: TrialEvidence, seed: int = 0) -> float:
     """Silhouette of the clusters on the L2-normalised features (cosine distance)."""
+    from sklearn.metrics import silhouette_score
+
     check_not_collapsed(evidence.clusters)
     return float(silhouette_score(evidence.features, evidence.clusters, metric="cosine",
                                   random_state=seed))
@@ -144,6 +149,8 @@ def consensus_clustering(clusterings, num_clusters: int, seed: int = 0) -> np.nd
 def consensus(evidence: TrialEvidence, others, seed: int = 0) -> float:
     """NMI of the trial's clusters with the consensus of `others` (cluster-id arrays); 0.0
     when there are no others yet."""
+    from mixem_tf.metrics import normalized_mutual_info
+
     check_not_collapsed(evidence.clusters)
     if not len(others):
         return 0.0
@@ -153,6 +160,8 @@ def consensus(evidence: TrialEvidence, others, seed: int = 0) -> float:
 
 def final_consensus(clusterings: dict, num_clusters: int, seed: int = 0) -> dict:
     """{trial: NMI with the consensus of every other trial} for finished trials' clusters."""
+    from mixem_tf.metrics import normalized_mutual_info
+
     return {trial: normalized_mutual_info(consensus_clustering(
                 [c for other, c in clusterings.items() if other != trial], num_clusters,
                 seed), clusters) if len(clusterings) > 1 else 0.0
