@@ -14,7 +14,9 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 __all__ = ["USER_ERRORS", "ArgumentParser", "native_stderr_filtered", "quiet_native_logs", "read_json_object",
            "run"]
@@ -121,13 +123,32 @@ def read_json_object(path, flag: str, what: str = "a JSON object") -> dict:
     return values
 
 
+#: The project's source folders: a warning raised from code in them is one of ours.
+_PROJECT = Path(__file__).resolve().parent.parent
+_SOURCES = tuple(str(_PROJECT / name) + os.sep for name in ("mixem_tf", "trainers", "export",
+                                                             "serving", "bench"))
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """The project's own warnings as `warning: <message>` lines, like its other messages;
+    every other library's as Python shows them."""
+    if category.__module__.split(".")[0] == "mixem_tf" or str(filename).startswith(_SOURCES):
+        print(f"warning: {message}", file=file or sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Runs `main`; a user error exits 2 with `error: <reason>` (MIXEM_DEBUG=1 re-raises)."""
+    """Runs `main`; a user error exits 2 with `error: <reason>` (MIXEM_DEBUG=1 re-raises), and
+    the project's own warnings print as `warning: <message>`."""
     from mixem_tf.data import DatasetUnavailableError
 
     quiet_native_logs()
     try:
-        return int(main(argv) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(main(argv) or 0)
     except (*USER_ERRORS, DatasetUnavailableError) as error:
         if os.environ.get("MIXEM_DEBUG"):
             raise

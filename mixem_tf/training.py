@@ -28,8 +28,9 @@ import numpy as np
 import keras
 
 from mixem_tf import checkpoints
-from mixem_tf.callbacks import (EpochCheckpoint, EpochTimeEstimate, HistoryCSV, MethodHooks,
-                                NonFiniteLossError, StopOnNonFiniteLoss, Throughput)
+from mixem_tf.callbacks import (EpochCheckpoint, EpochLines, EpochTimeEstimate, HistoryCSV,
+                                MethodHooks, NonFiniteLossError, StopOnNonFiniteLoss,
+                                Throughput)
 from mixem_tf.cluster import readout_table
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.methods import build_method, method_class
@@ -212,9 +213,7 @@ def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, 
     throughput = Throughput(config.batch_size)
     callbacks = [MethodHooks(), guard, throughput,
                  *model.monitors(images, out_dir if strategy.is_chief else None),
-                 EpochCheckpoint(out_dir / "checkpoints", guard)]
-    if verbose:
-        callbacks.append(EpochTimeEstimate())
+                 EpochCheckpoint(out_dir / "checkpoints", guard), EpochTimeEstimate()]
     if strategy.is_chief:
         callbacks.append(HistoryCSV(out_dir / "history.csv"))
         try:
@@ -225,7 +224,14 @@ def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, 
             if verbose:
                 print("note: TensorFlow is not installed, so no TensorBoard logs are written "
                       "(history.csv has every epoch)", file=sys.stderr)
+    if verbose and not progress_bars():
+        callbacks.append(EpochLines())  # last: it prints the logs the others added
     return callbacks, guard, throughput
+
+
+def progress_bars() -> bool:
+    """Keras' per-step progress bars only on a terminal; a log file gets `EpochLines`."""
+    return sys.stdout.isatty()
 
 
 def check_init_from(run_dir) -> None:
@@ -338,7 +344,7 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         data, steps = _training_data(train.images, config, strategy, initial_epoch)
         fitted = model.fit(data, epochs=config.epochs, initial_epoch=initial_epoch,
                            steps_per_epoch=steps, shuffle=False, callbacks=callbacks,
-                           verbose=verbose)
+                           verbose=1 if verbose and progress_bars() else 0)
         history = fitted.history
     if guard.failure:
         latest = checkpoints.latest_checkpoint(out_dir / "checkpoints")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mixem_tf.cli import native_stderr_filtered
+from mixem_tf.cli import native_stderr_filtered, run
 
 FRAMEWORKS = ("tensorflow", "keras", "jax")
 
@@ -91,3 +91,16 @@ def test_native_start_up_lines_below_the_level_are_held_back(capfd, monkeypatch)
     err = capfd.readouterr().err.splitlines()
     assert err == ["E0000 00:00:1796290620.469710    7523 cuda_executor.cc:1] cuInit failed",
                    "a native line that is not a log line"]
+
+
+@pytest.mark.core
+def test_the_projects_warnings_print_as_its_other_messages(capsys):
+    import warnings
+
+    from mixem_tf.data.folder import SkippedFilesWarning
+
+    def main(argv):
+        warnings.warn("2 of 5 files skipped", SkippedFilesWarning, stacklevel=2)
+
+    assert run(main, []) == 0
+    assert capsys.readouterr().err == "warning: 2 of 5 files skipped\n"  # no source line

@@ -93,7 +93,8 @@ def parse_args(argv):
                              "to another disk stays a link)")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic TensorFlow ops (slower; for exact reproduction)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no per-epoch progress (the time estimate and warnings stay)")
     return parser.parse_args(argv)
 
 
