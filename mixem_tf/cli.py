@@ -28,6 +28,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, P
 _ABSL_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] ")
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
 _SEVERITIES = "IWEF"
+#: Logged as errors, but only say that the machine has no usable GPU: shown as INFO.
+_NO_GPU = ("failed call to cuInit",)
 
 
 def _shown(line: str, min_level: int) -> bool:
@@ -35,7 +37,10 @@ def _shown(line: str, min_level: int) -> bool:
     if line.startswith(_ABSL_PREAMBLE):
         return False
     match = _ABSL_LINE.match(line)
-    return match is None or _SEVERITIES.index(match.group(1)) >= min_level
+    if match is None:
+        return True
+    severity = 0 if any(text in line for text in _NO_GPU) else _SEVERITIES.index(match.group(1))
+    return severity >= min_level
 
 
 @contextlib.contextmanager
@@ -66,7 +71,8 @@ def native_stderr_filtered():
 
 
 class _FilteredImport(importlib.abc.MetaPathFinder):
-    """Imports `tensorflow` (once) inside `native_stderr_filtered`."""
+    """Imports `tensorflow` (once) inside `native_stderr_filtered`, and lists its devices
+    there: that is when it looks for a GPU and logs what it did not find."""
 
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
@@ -81,6 +87,7 @@ class _FilteredImport(importlib.abc.MetaPathFinder):
             def exec_module(module):
                 with native_stderr_filtered():
                     execute(module)
+                    module.config.list_physical_devices()
 
             spec.loader.exec_module = exec_module
         return spec

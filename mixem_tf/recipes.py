@@ -11,9 +11,16 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["DATASET_KEYS", "dataset_recipe", "recipe_table"]
+__all__ = ["CPU_FOLDER", "DATASET_KEYS", "cpu_folder_recipe", "dataset_recipe",
+           "describe_cpu_recipe", "recipe_table", "uses_cpu_recipe"]
 
 DATASET_KEYS = ("stl10", "cifar10", "cifar100_20", "mnist", "fashion_mnist", "digits", "folder")
+
+#: A `folder:` run sized for a CPU: the small datasets' settings (the method's recipe for
+#: `CPU_FOLDER["like"]`: the ConvNet, its learning rate and weights) at this image size and
+#: epoch count, which trains a few thousand images in minutes on two cores
+#: (docs/BENCHMARKS.md, "A folder on a CPU").
+CPU_FOLDER = {"like": "fashion_mnist", "image_size": 32, "epochs": 30}
 
 
 def recipe_table(paper: dict, small: dict, folder: dict | None = None) -> dict:
@@ -43,3 +50,23 @@ def dataset_recipe(recipes: dict, dataset: str) -> dict:
     if "options" in recipe:
         recipe["options"] = dict(recipe["options"])
     return recipe
+
+
+def uses_cpu_recipe(dataset: str, backbone: str | None, gpu: bool) -> bool:
+    """Whether a run gets `cpu_folder_recipe`: a `folder:` run with the ConvNet asked for, or
+    with no backbone asked for on a machine without a GPU."""
+    return dataset.startswith("folder:") and (backbone == "convnet" or
+                                              (backbone is None and not gpu))
+
+
+def cpu_folder_recipe(method_recipe) -> dict:
+    """`CPU_FOLDER` built from a method's `recipe` function (dataset name → settings)."""
+    recipe = method_recipe(CPU_FOLDER["like"])
+    recipe.update(image_size=CPU_FOLDER["image_size"], epochs=CPU_FOLDER["epochs"])
+    return recipe
+
+
+def describe_cpu_recipe() -> str:
+    """The CPU recipe in a few words, for the line a run prints when it uses it."""
+    return (f"the ConvNet at {CPU_FOLDER['image_size']} px, {CPU_FOLDER['epochs']} epochs, "
+            f"the small datasets' settings; --backbone, --image-size, --epochs change them")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from mixem_tf.recipes import cpu_folder_recipe, uses_cpu_recipe
+
 __all__ = ["TrainConfig"]
 
 # Settings that runs saved before methods owned their options kept at the top level.
@@ -106,14 +108,19 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def resolved(self) -> "TrainConfig":
-        """A copy with the recipe's defaults filled in and every value checked."""
+    def resolved(self, gpu: bool = True) -> "TrainConfig":
+        """A copy with the recipe's defaults filled in and every value checked. A `folder:`
+        run with the ConvNet, or without a `gpu` and no backbone given, gets the CPU recipe
+        (`mixem_tf.recipes.uses_cpu_recipe`)."""
         from mixem_tf.data.folder import absolute_folder_name
         from mixem_tf.methods import method_declaration
 
         self._check_types()
         method = method_declaration(self.method)
-        recipe = method.recipe(self.dataset)
+        if uses_cpu_recipe(self.dataset, self.backbone, gpu):
+            recipe = cpu_folder_recipe(method.recipe)
+        else:
+            recipe = method.recipe(self.dataset)
         recipe_options = recipe.pop("options", {})
         values = self.to_dict()
         for key, value in recipe.items():

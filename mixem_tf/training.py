@@ -30,10 +30,11 @@ import keras
 from mixem_tf import checkpoints
 from mixem_tf.callbacks import (EpochCheckpoint, EpochLines, EpochTimeEstimate, HistoryCSV,
                                 MethodHooks, NonFiniteLossError, StopOnNonFiniteLoss,
-                                Throughput)
+                                Throughput, gpu_visible)
 from mixem_tf.cluster import readout_table
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.methods import build_method, method_class
+from mixem_tf.recipes import describe_cpu_recipe, uses_cpu_recipe
 from mixem_tf.settings import TrainConfig
 from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config, readout_key
 from mixem_tf.report import format_table
@@ -267,8 +268,12 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
             if epochs > done:  # a new target; one at or below `done` leaves nothing to train
                 config.epochs = epochs
     else:
-        config = config.resolved()
+        gpu = gpu_visible()
+        asked, config = config, config.resolved(gpu=gpu)
         _check_new_run_dir(out_dir, overwrite)
+        if uses_cpu_recipe(asked.dataset, asked.backbone, gpu):
+            print(f"{'the ConvNet' if asked.backbone else 'no GPU found'}: training with the "
+                  f"CPU recipe for folders ({describe_cpu_recipe()})", file=sys.stderr)
         if config.init_from:
             check_init_from(config.init_from)
 

@@ -85,11 +85,13 @@ def test_native_start_up_lines_below_the_level_are_held_back(capfd, monkeypatch)
                      "written to STDERR",
                      "I0000 00:00:1796290620.469710    7523 cudart_stub.cc:31] no cuda drivers",
                      "W0000 00:00:1796290620.469710    7523 port.cc:153] oneDNN is on",
-                     "E0000 00:00:1796290620.469710    7523 cuda_executor.cc:1] cuInit failed",
+                     "E0000 00:00:1796290620.469710    7523 cuda_platform.cc:52] failed call to "
+                     "cuInit: INTERNAL: CUDA error",
+                     "E0000 00:00:1796290620.469710    7523 cuda_executor.cc:1] out of memory",
                      "a native line that is not a log line"):
             os.write(2, (line + "\n").encode())
     err = capfd.readouterr().err.splitlines()
-    assert err == ["E0000 00:00:1796290620.469710    7523 cuda_executor.cc:1] cuInit failed",
+    assert err == ["E0000 00:00:1796290620.469710    7523 cuda_executor.cc:1] out of memory",
                    "a native line that is not a log line"]
 
 
