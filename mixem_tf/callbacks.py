@@ -169,7 +169,7 @@ class HistoryCSV(keras.callbacks.Callback):
 
 
 class ClusterSizeMonitor(keras.callbacks.Callback):
-    """Per-epoch cluster sizes of a method's own assignment (METHODS.md §5.8).
+    """Per-epoch cluster sizes of a method's own assignment (docs/METHODS.md §5.8).
 
     Assigns a fixed sample of training images to the argmax of the evaluation feature
     `feature` (MIX'EM's π, cdec's q) after every epoch, adds `largest_cluster` (share of the

@@ -1,10 +1,10 @@
-"""K-means read-outs on learned (or raw pixel) features (METHODS.md §1.4, §3.4, §5.10).
+"""K-means read-outs on learned (or raw pixel) features (docs/METHODS.md §1.4, §3.4, §5.10).
 
 Two named settings reproduce the papers' evaluation code and scikit-learn's defaults:
 
 - ``OFFICIAL`` (MIX'EM's `cluster_eval.py`): ``max_iter=10``, ``n_init=50`` with k-means++
   seeding ("random init" in the paper's wording), ``n_init=1`` with a given initialisation.
-- ``SKLEARN`` (method 3's evaluation, and our default for pixels): ``max_iter=300``,
+- ``SKLEARN`` (cdec's evaluation, and our default for pixels): ``max_iter=300``,
   ``n_init=10``.
 
 Example:

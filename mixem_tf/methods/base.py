@@ -72,7 +72,7 @@ class ClusteringMethod(MethodDeclaration, keras.Model):
         options: the method's `Options`.
         num_clusters: K.
         coupled_weight_decay: λ of the L2 term (λ/2)·Σ‖w‖² added to the loss, as PyTorch's
-            `weight_decay` (METHODS.md §5.3); 0 disables it.
+            `weight_decay` (docs/METHODS.md §5.3); 0 disables it.
         epoch: the epoch being trained (an int variable set by `on_train_epoch_begin`), for
             terms scheduled by epoch; part of the model state on either backend.
     """

@@ -1,5 +1,5 @@
-"""cdec: contrastive learning + DEC cluster centres + an anchor loss (method 3; Sundareswaran,
-Herrera-Gerena, Just, Jannesari, arXiv 2109.12714; METHODS.md §3).
+"""cdec: contrastive learning + DEC cluster centres + an anchor loss (Sundareswaran,
+Herrera-Gerena, Just, Jannesari, arXiv 2109.12714; docs/METHODS.md §3).
 
 Three inputs per image: the clean view x (resize only) and two augmented views x^a, x^b.
     α · NT-Xent(z^a, z^b)                                   instance loss, τ = 0.5

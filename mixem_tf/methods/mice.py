@@ -1,4 +1,4 @@
-"""MiCE: mixture of contrastive experts (Tsai, Li, Zhu, ICLR 2021; METHODS.md §2).
+"""MiCE: mixture of contrastive experts (Tsai, Li, Zhu, ICLR 2021; docs/METHODS.md §2).
 
 Three augmented views per image: the student's K expert embeddings f_k of x¹, the EMA
 teacher's expert embeddings v_k of x² (no gradient) and the student's gating embedding g of x³.
@@ -8,7 +8,7 @@ teacher's expert embeddings v_k of x² (no gradient) and the student's gating em
     r = softmax_k(log π_k + log φ_k)                                 posterior (E-step)
     L = −(1/B) Σ_i logsumexp_k(log π_ik + log φ_ik)                  negative ELBO
 The last line equals the official −Σ r (log π + log φ − log r) with r the exact posterior, in
-log-space (METHODS.md §2.2). After the loss, the batch's teacher keys enter the FIFO queue Q;
+log-space (docs/METHODS.md §2.2). After the loss, the batch's teacher keys enter the FIFO queue Q;
 after the optimiser step the teacher follows the student, θ_T ← m θ_T + (1 − m) θ_S
 (parameters only; the teacher's BatchNorm keeps its own statistics, from batch statistics in
 training mode); at each epoch end μ_k ← c_k/‖c_k‖ with c_k the epoch's sum of teacher keys v_k
@@ -78,7 +78,7 @@ def _logsumexp_last(x):
 
 
 def negative_elbo(f, v, g, mu, queue, omega, tau: float, kappa: float) -> dict:
-    """MiCE's negative ELBO and its parts, in float32 (METHODS.md §2.2).
+    """MiCE's negative ELBO and its parts, in float32 (docs/METHODS.md §2.2).
 
     Args:
         f: student expert embeddings [B, K, D]; v: teacher expert embeddings [B, K, D];
@@ -105,7 +105,7 @@ def negative_elbo(f, v, g, mu, queue, omega, tau: float, kappa: float) -> dict:
 
 @keras.saving.register_keras_serializable("mixem_tf")
 class MiCEHeads(keras.layers.Layer):
-    """MiCE's K expert heads and its gating head on h (METHODS.md §2.1): one Linear h → D each,
+    """MiCE's K expert heads and its gating head on h (docs/METHODS.md §2.1): one Linear h → D each,
     L2-normalised, initialised as PyTorch's `nn.Linear`; the experts as one batched product.
 
     Returns {"f": experts [N, K, D], "g": gating [N, D]}, float32.

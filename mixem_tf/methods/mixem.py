@@ -1,6 +1,6 @@
 """MIX'EM (Varamesh & Tuytelaars, ACCV 2020): a mixture of embeddings on a contrastive model.
 
-Loss (METHODS.md §1.2), per view v ∈ {a, b}:
+Loss (docs/METHODS.md §1.2), per view v ∈ {a, b}:
     NT-Xent(z^a, z^b)                                  (τ = 0.5)
   + w_ent  · Σ_v Σ_k p̄^v_k log p̄^v_k                    (i)   w_ent  = 2.0
   + w_sh   · Σ_v sharpening(π^v)                       (ii)  w_sh   = 0.1, "max" (official code)

@@ -2,7 +2,7 @@
 
 Trained with MIX'EM's recipe and schedule (its code's SimCLR path). The clustering read-out is
 K-means on the L2-normalised backbone representation h, the baseline MIX'EM's abstract reports
-(≈70% ACC on STL-10, METHODS.md §1.4–1.5).
+(≈70% ACC on STL-10, docs/METHODS.md §1.4–1.5).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["SimCLR"]
 
 @keras.saving.register_keras_serializable("mixem_tf")
 class SimCLR(SimCLRDeclaration, ClusteringMethod):
-    """Two views, NT-Xent at temperature τ on the projection z (METHODS.md §1.2.1).
+    """Two views, NT-Xent at temperature τ on the projection z (docs/METHODS.md §1.2.1).
 
     Defaults follow MIX'EM's code for its SimCLR path: head 512 → 512 → ReLU → 32, τ = 0.5.
 
