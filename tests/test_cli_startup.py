@@ -1,5 +1,6 @@
-"""Every entry point answers `--help` and a bad flag without loading a framework, and a failing
-command's first line is its `error:` line; native start-up lines are filtered by level."""
+"""Every entry point answers `--help` and a bad argument without loading a framework, and a
+failing command's first line is its `error:` line; native start-up lines are filtered by level;
+the project's warnings print as its other messages. (Their speed: bench.cli_startup.)"""
 
 import json
 import os
@@ -8,6 +9,7 @@ import sys
 
 import pytest
 
+from bench.cli_startup import BAD_ARGUMENTS
 from mixem_tf.cli import native_stderr_filtered, run
 
 FRAMEWORKS = ("tensorflow", "keras", "jax")
@@ -34,23 +36,20 @@ print(json.dumps(report))
 """ % (FRAMEWORKS,)
 
 NO_TF_NEEDED = pytest.mark.core  # the core environment (no TensorFlow) runs these too
-ENTRY_POINTS = [
-    pytest.param("trainers.fit", ["--dataset", "no_such_dataset"], "unknown dataset",
-                 marks=NO_TF_NEEDED),
-    pytest.param("trainers.tune", ["--out", "study", "--epochs", "ten"], "invalid int value",
-                 marks=NO_TF_NEEDED),
-    pytest.param("trainers.predict", ["--images", "photos"], "one of the arguments --model",
-                 marks=NO_TF_NEEDED),
-    pytest.param("trainers.pixel_kmeans", ["--features", "all"], "invalid choice",
-                 marks=NO_TF_NEEDED),
-    pytest.param("export.savedmodel", ["--no-such-flag"], "arguments are required: --run",
-                 marks=NO_TF_NEEDED),
-    pytest.param("export.onnx", ["--saved-model", "m"], "arguments are required: --out",
-                 marks=NO_TF_NEEDED),
-    pytest.param("export.keras_model", ["--run", "r"], "required: --out", marks=NO_TF_NEEDED),
-    ("serving.server", ["--model_base_path=m", "--port=-1"], "--port: must be >= 0"),
-    ("serving.client", ["a.png", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-]
+REASONS = {  # what each entry point's first line says about bench.cli_startup's bad arguments
+    "trainers.fit": "unknown dataset",
+    "trainers.tune": "invalid int value",
+    "trainers.predict": "one of the arguments --model",
+    "trainers.pixel_kmeans": "invalid choice",
+    "export.savedmodel": "arguments are required: --run",
+    "export.onnx": "arguments are required: --out",
+    "export.keras_model": "required: --out",
+    "serving.server": "--port: must be >= 0",
+    "serving.client": "unrecognized arguments: --no-such-flag",
+}
+ENTRY_POINTS = [pytest.param(module, BAD_ARGUMENTS[module], reason,
+                             marks=() if module.startswith("serving.") else NO_TF_NEEDED)
+                for module, reason in REASONS.items()]
 
 
 @pytest.mark.parametrize("module, bad_args, reason", ENTRY_POINTS)
