@@ -270,8 +270,8 @@ class EpochTimeEstimate(keras.callbacks.Callback):
     """
 
     CPU_HINT = ("no GPU is visible: for a CPU-sized run use the small ConvNet at a low "
-                "resolution, e.g. --backbone convnet --image-size 32 (README, \"Training on "
-                "a CPU\")")
+                "resolution, e.g. --backbone convnet --image-size 32 (README, \"Your own "
+                "images\")")
 
     def __init__(self, steps: int = 5, slow_epoch_s: float = 600.0, clock=time.monotonic,
                  gpu_visible=gpu_visible):
