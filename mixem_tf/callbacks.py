@@ -220,9 +220,10 @@ class ClusterSizeMonitor(keras.callbacks.Callback):
         last = epoch + 1 == (self.params or {}).get("epochs")
         if self._over >= self.patience or (self._over and last):
             print(f"{message_prefix(self)}warning: epoch {epoch + 1}: {self.what} "
-                  f"{int(share.argmax())} holds "
-                  f"{share.max():.0%} of the images ({self._over} epoch(s) in a row); the "
-                  f"clustering may be collapsing ({self.advice})", file=sys.stderr)
+                  f"{int(share.argmax())} has held over {self.alarm:.0%} of the images for "
+                  f"{self._over} epoch(s) (now {share.max():.0%}); watch largest_cluster: if it "
+                  f"stays above {self.alarm:.0%} to the end, the clustering has collapsed "
+                  f"(then {self.advice})", file=sys.stderr)
 
 
 def gpu_visible() -> bool:

@@ -28,6 +28,7 @@ __all__ = ["CONFIG_FILE", "Readout", "load_evaluation", "load_readout", "load_ru
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 READOUT_FILE = "readout.npz"
+OCCUPANCY_FILE = "occupancy.jsonl"  # a method's cluster shares per epoch (ClusterSizeMonitor)
 
 
 def load_run_config(run_dir, flag: str = "--run") -> dict:

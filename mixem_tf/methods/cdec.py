@@ -83,7 +83,8 @@ class CDEC(CDECDeclaration, ClusteringMethod):
 
     def monitors(self, images, out_dir):
         from mixem_tf.callbacks import ClusterSizeMonitor
+        from mixem_tf.runs import OCCUPANCY_FILE
 
-        return [ClusterSizeMonitor(images[:2048], "q", out_dir and out_dir / "occupancy.jsonl",
+        return [ClusterSizeMonitor(images[:2048], "q", out_dir and out_dir / OCCUPANCY_FILE,
                                    what="centre", advice="start from a SimCLR run with "
                                    "--init-from, or raise --cluster-weight")]

@@ -313,7 +313,8 @@ class MiCE(MiCEDeclaration, ClusteringMethod):
 
     def monitors(self, images, out_dir):
         from mixem_tf.callbacks import ClusterSizeMonitor
+        from mixem_tf.runs import OCCUPANCY_FILE
 
-        return [ClusterSizeMonitor(images[:2048], "r", out_dir and out_dir / "occupancy.jsonl",
+        return [ClusterSizeMonitor(images[:2048], "r", out_dir and out_dir / OCCUPANCY_FILE,
                                    what="expert", advice="lower the learning rate or raise "
                                    "the queue size")]

@@ -74,8 +74,9 @@ class MixEM(MixEMDeclaration, ClusteringMethod):
 
     def monitors(self, images, out_dir):
         from mixem_tf.callbacks import ClusterSizeMonitor
+        from mixem_tf.runs import OCCUPANCY_FILE
 
-        return [ClusterSizeMonitor(images[:2048], "pi", out_dir and out_dir / "occupancy.jsonl",
+        return [ClusterSizeMonitor(images[:2048], "pi", out_dir and out_dir / OCCUPANCY_FILE,
                                    what="component", advice="raise the marginal-entropy "
                                    "weight or lower the learning rate")]
 
