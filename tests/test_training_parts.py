@@ -215,3 +215,18 @@ def test_settings_of_the_right_type_pass():
 
     config = TrainConfig(dataset="digits", lr=1, clusters=None).resolved()
     assert config.lr == 1 and config.image_size == 8  # an int lr is a number; recipe fills None
+
+
+def test_output_that_is_not_a_terminal_gets_one_line_per_epoch(capsys):
+    from mixem_tf.callbacks import EpochLines
+
+    clock = iter([0.0, 12.4, 20.0, 95.0])
+    lines = EpochLines(clock=lambda: next(clock))
+    lines.set_params({"epochs": 2, "verbose": 0})
+    for epoch, logs in enumerate([{"loss": 4.123456, "largest_cluster": 0.75},
+                                  {"loss": 3.5, "largest_cluster": 0.25}]):
+        lines.on_epoch_begin(epoch)
+        lines.on_epoch_end(epoch, logs)
+    assert capsys.readouterr().out.splitlines() == [
+        "epoch 1/2: 12 s, loss 4.1235, largest_cluster 0.75",
+        "epoch 2/2: 1 min 15 s, loss 3.5, largest_cluster 0.25"]
