@@ -73,6 +73,24 @@ def _captured_converter_log():
         logger.removeHandler(handler)
 
 
+class _NoDeprecationNotices(logging.Filter):
+    """Drops TensorFlow's notices that a TF1 API tf2onnx calls is deprecated (not ours to
+    act on); TensorFlow's other messages pass."""
+
+    def filter(self, record):
+        return "is deprecated and will be removed" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _tensorflow_deprecations_silenced():
+    logger, notices = logging.getLogger("tensorflow"), _NoDeprecationNotices()
+    logger.addFilter(notices)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notices)
+
+
 def convert_saved_model(saved_model, opset: int = DEFAULT_OPSET):
     """The ONNX ModelProto of `saved_model`'s serving_default (tf2onnx's Python API).
 
@@ -81,7 +99,7 @@ def convert_saved_model(saved_model, opset: int = DEFAULT_OPSET):
     """
     from tf2onnx import convert, tf_loader
 
-    with _captured_converter_log() as log:
+    with _captured_converter_log() as log, _tensorflow_deprecations_silenced():
         try:
             graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
                 str(saved_model), None, None, tag=["serve"], signatures=[SIGNATURE],
