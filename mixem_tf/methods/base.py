@@ -86,6 +86,7 @@ class ClusteringMethod(MethodDeclaration, keras.Model):
     # -- what a method declares about runs -----------------------------------------------
     @classmethod
     def model_class(cls):
+        """The model is its own model class (so a model registered directly also builds)."""
         return cls
 
     @classmethod
