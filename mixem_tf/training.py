@@ -235,6 +235,12 @@ def progress_bars() -> bool:
     return sys.stdout.isatty()
 
 
+def _small_data_batch_size(images: int) -> int:
+    """The largest power of two that fits `images` (at least 2): the batch of a folder smaller
+    than its recipe's batch."""
+    return max(2, 2 ** (max(images, 2).bit_length() - 1))
+
+
 def check_init_from(run_dir) -> None:
     """Raise ValueError unless `run_dir` is a run with a checkpoint to start a backbone from."""
     load_run_config(Path(run_dir), flag="--init-from")
@@ -287,6 +293,10 @@ def train_run(config: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         )
     scan = getattr(train, "scan", None)
     num_clusters = _number_of_clusters(config, train, evaluation)
+    if config.batch_size > len(train) and not resume and asked.batch_size is None:
+        config.batch_size = _small_data_batch_size(len(train))
+        print(f"{len(train)} training images: batch size {config.batch_size} (the recipe's is "
+              "larger)", file=sys.stderr)
     if config.batch_size > len(train):
         raise ValueError(f"batch size {config.batch_size} is larger than the training data "
                          f"({len(train)} images)")
