@@ -176,10 +176,12 @@ class ClusterSizeMonitor(keras.callbacks.Callback):
     busiest) and `clusters_used` to the logs (so they reach the progress bar, history.csv and
     TensorBoard), appends the whole share vector to `path` (JSON lines), and warns when one
     cluster holds more than `alarm` of them for `patience` epochs in a row, or at the last
-    epoch. (One epoch alone is not enough: after the first few steps BatchNorm's moving
-    statistics still differ from the batches', so the clean images can all land in one cluster
-    for the first epoch or two of a short-epoch run (digits: 7 steps per epoch) while training
-    is healthy.)
+    epoch. Early epochs are no evidence: BatchNorm's moving statistics still differ from the
+    batches' and the method has not spread its clusters yet, so runs with few steps per epoch
+    that end healthy hold one large cluster for their first 8 epochs (digits, and the CPU
+    recipe on a small folder: docs/BENCHMARKS.md, "When a large cluster is a collapse"); the
+    default patience is a third of the run (at least 2 epochs). It warns once per streak, and
+    again at the last epoch if the streak lasts.
 
     Args:
         images: uint8 sample of the training images.
@@ -187,11 +189,15 @@ class ClusterSizeMonitor(keras.callbacks.Callback):
         path: JSON-lines file of {"epoch", "occupancy"}, or None.
         what: the word for a cluster in the warning ("component", "centre").
         advice: what the warning suggests.
+        patience: epochs in a row over `alarm` before it warns; None: `PATIENCE_SHARE` of the
+            run's epochs, at least 2.
     """
+
+    PATIENCE_SHARE = 1 / 3
 
     def __init__(self, images, feature: str, path=None, *, what: str = "cluster",
                  advice: str = "lower the learning rate", alarm: float = 0.5,
-                 patience: int = 2):
+                 patience: int | None = None):
         super().__init__()
         self.images = images
         self.feature = feature
@@ -217,8 +223,9 @@ class ClusterSizeMonitor(keras.callbacks.Callback):
             with self.path.open("a") as handle:
                 handle.write(json.dumps({"epoch": epoch + 1, "occupancy": share.tolist()}) + "\n")
         self._over = self._over + 1 if share.max() > self.alarm else 0
-        last = epoch + 1 == (self.params or {}).get("epochs")
-        if self._over >= self.patience or (self._over and last):
+        epochs = (self.params or {}).get("epochs")
+        patience = self.patience or max(2, math.ceil((epochs or 0) * self.PATIENCE_SHARE))
+        if self._over == patience or (self._over and epoch + 1 == epochs):  # once, and at the end
             print(f"{message_prefix(self)}warning: epoch {epoch + 1}: {self.what} "
                   f"{int(share.argmax())} has held over {self.alarm:.0%} of the images for "
                   f"{self._over} epoch(s) (now {share.max():.0%}); watch largest_cluster: if it "

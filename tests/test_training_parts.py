@@ -155,6 +155,24 @@ def test_component_monitor_logs_occupancy_and_warns_only_when_collapse_persists(
     assert lines[0]["occupancy"] == [0.125, 0.125, 0.75, 0.0]
 
 
+def test_a_large_cluster_early_in_a_long_run_is_not_a_collapse(capsys):
+    from mixem_tf.callbacks import ClusterSizeMonitor
+
+    healthy, collapsed = _pi([0, 1, 2, 3, 0, 1, 2, 3]), _pi([2, 2, 2, 2, 2, 2, 0, 1])
+    recovers = [collapsed] * 8 + [healthy] * 22  # as the shipped recipes' runs do
+    stays = [collapsed] * 30
+    for epochs, expected in ((recovers, []), (stays, [10, 30])):
+        monitor = ClusterSizeMonitor(images=None, feature="pi")
+        monitor.set_model(_FixedMixture(epochs))
+        monitor.set_params({"epochs": len(epochs)})
+        warned = []
+        for epoch in range(len(epochs)):
+            monitor.on_epoch_end(epoch, {})
+            if "warning: epoch" in capsys.readouterr().err:
+                warned.append(epoch + 1)
+        assert warned == expected  # a third of the run, then the last epoch
+
+
 def test_run_dir_behind_a_link_is_emptied_or_created_through_the_link(tmp_path):
     from mixem_tf.training import prepare_run_dir
 
