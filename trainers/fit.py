@@ -4,9 +4,10 @@
     python -m trainers.fit --out runs/fmnist --resume
     python -m trainers.fit --config my_run.json --epochs 5
 
-Settings come from the method's recipe for the dataset (its `recipe` in mixem_tf/methods/),
-then from --config (a JSON object of TrainConfig fields and the method's options, at the top
-level or under "options"), then from the flags given here.
+Settings come from the method's recipe for the dataset (its `recipe` in
+mixem_tf/methods/declarations/; a folder without a GPU, or with --backbone convnet, gets the
+CPU recipe), then from --config (a JSON object of TrainConfig fields and the method's options,
+at the top level or under "options"), then from the flags given here.
 """
 
 from __future__ import annotations
