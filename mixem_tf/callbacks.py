@@ -178,8 +178,8 @@ class ClusterSizeMonitor(keras.callbacks.Callback):
     cluster holds more than `alarm` of them for `patience` epochs in a row, or at the last
     epoch. Early epochs are no evidence: BatchNorm's moving statistics still differ from the
     batches' and the method has not spread its clusters yet, so runs with few steps per epoch
-    that end healthy hold one large cluster for their first 8 epochs (digits, and the CPU
-    recipe on a small folder: docs/BENCHMARKS.md, "When a large cluster is a collapse"); the
+    that end healthy hold one large cluster for up to their first 8 epochs (the CPU recipe on
+    a small folder; 2 on digits: docs/BENCHMARKS.md, "When a large cluster is a collapse"); the
     default patience is a third of the run (at least 2 epochs). It warns once per streak, and
     again at the last epoch if the streak lasts.
 
