@@ -46,6 +46,7 @@ def write_photos(folder: Path, per_kind: int = 24, size: int = 24) -> None:
                 folder / kind / f"{i:03d}.png")
 
 
+@pytest.mark.slow
 def test_the_readmes_own_folder_commands_run_as_written(tmp_path):
     commands = own_folder_commands()
     assert [c.split()[2] for c in commands] == ["trainers.fit", "export.savedmodel",
