@@ -4,8 +4,8 @@
 
 The file holds the method's model (backbone, heads, augmentation settings, options) and its
 latest checkpoint's weights; `keras.saving.load_model("mixem.keras")` rebuilds it under either
-Keras backend once `mixem_tf.methods` is imported (it registers the classes). The model's
-`predict(uint8_images)` gives the evaluation features (e.g. {"h", "z"}); the read-outs' K-means
+Keras backend once `mixem_tf.methods.import_models()` has run (it registers the classes). The
+model's `predict(uint8_images)` gives the evaluation features (e.g. {"h", "z"}); the read-outs' K-means
 centroids are not part of it (export.savedmodel serves those). The file is written beside its
 destination and moved into place, so a failed save leaves nothing behind.
 """
@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from mixem_tf.cli import run
+from mixem_tf.cli import ArgumentParser, run
 from mixem_tf.runlock import reads_run
 
 __all__ = ["save_keras_model"]
@@ -31,7 +31,6 @@ def save_keras_model(run_dir, out) -> Path:
         ValueError: no run or no checkpoint in `run_dir`, or `out` does not end in .keras.
             RunLockedError: another process writes the run (mixem_tf/runlock.py).
     """
-    import mixem_tf.methods  # noqa: F401  (registers the method classes for loading)
     from mixem_tf.runs import load_run
 
     out = Path(out)
@@ -51,8 +50,8 @@ def save_keras_model(run_dir, out) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.keras_model", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m export.keras_model", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, type=Path, help="the trained run's folder")
     parser.add_argument("--out", required=True, type=Path, help="the .keras file to write")
     args = parser.parse_args(argv)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixem_tf.cli import run
+from mixem_tf.cli import ArgumentParser, run
 
 __all__ = ["ConversionError", "ParityError", "check_parity", "convert_saved_model",
            "drop_empty_unsqueezes", "export_onnx", "parity_images"]
@@ -73,6 +73,24 @@ def _captured_converter_log():
         logger.removeHandler(handler)
 
 
+class _NoDeprecationNotices(logging.Filter):
+    """Drops TensorFlow's notices that a TF1 API tf2onnx calls is deprecated (not ours to
+    act on); TensorFlow's other messages pass."""
+
+    def filter(self, record):
+        return "is deprecated and will be removed" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _tensorflow_deprecations_silenced():
+    logger, notices = logging.getLogger("tensorflow"), _NoDeprecationNotices()
+    logger.addFilter(notices)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notices)
+
+
 def convert_saved_model(saved_model, opset: int = DEFAULT_OPSET):
     """The ONNX ModelProto of `saved_model`'s serving_default (tf2onnx's Python API).
 
@@ -81,7 +99,7 @@ def convert_saved_model(saved_model, opset: int = DEFAULT_OPSET):
     """
     from tf2onnx import convert, tf_loader
 
-    with _captured_converter_log() as log:
+    with _captured_converter_log() as log, _tensorflow_deprecations_silenced():
         try:
             graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
                 str(saved_model), None, None, tag=["serve"], signatures=[SIGNATURE],
@@ -262,8 +280,8 @@ def export_onnx(saved_model, out, *, opset: int = DEFAULT_OPSET, parity_folder=N
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m export.onnx", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--saved-model", type=Path, required=True,
                         help="a SavedModel version folder written by export.savedmodel")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")

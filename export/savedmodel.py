@@ -36,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mixem_tf.cli import run
+from mixem_tf.cli import ArgumentParser, run
 from mixem_tf.runlock import reads_run
 
 __all__ = ["MetricGate", "export_run", "next_version"]
@@ -223,8 +223,8 @@ def export_run(run_dir, base_dir, model_name: str, *, readout: str | None = None
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m export.savedmodel", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m export.savedmodel", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="trained run directory")
     parser.add_argument("--model-name", default=None, help="model folder (default: the method)")
     parser.add_argument("--base-dir", type=Path, default=Path("models"),

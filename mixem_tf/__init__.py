@@ -1,4 +1,6 @@
-"""mixem-tf: unsupervised image classification (MIX'EM, MiCE, SimCLR + K-means) in Keras 3.
+"""mixem-tf: unsupervised image classification (MIX'EM, MiCE, cdec, SimCLR + K-means) in Keras 3.
+
+The methods are specified in docs/METHODS.md; each is a plug-in in `mixem_tf.methods`.
 
 The core (augmentation, backbones, heads, losses, metrics, clustering read-outs) needs only
 keras, numpy, scipy and scikit-learn, and runs under ``KERAS_BACKEND=tensorflow`` or ``jax``.

@@ -4,9 +4,9 @@ Each backbone is a functional ``keras.Model`` mapping float32 images ``[N, H, W,
 (channels last, C = 1 or 3) to features ``[N, D]`` after global average pooling.
 
 * ``resnet18``: torchvision ResNet-18 without fc, BasicBlock [2, 2, 2, 2], D = 8 * width = 512.
-  MIX'EM's backbone (METHODS.md §1.1).
-* ``resnet34``: BasicBlock [3, 4, 6, 3], D = 512. MiCE's and method 3's backbone
-  (METHODS.md §2.1, §3.1).
+  MIX'EM's backbone (docs/METHODS.md §1.1).
+* ``resnet34``: BasicBlock [3, 4, 6, 3], D = 512. MiCE's and cdec's backbone
+  (docs/METHODS.md §2.1, §3.1).
 * ``convnet``: four conv-BN-ReLU layers (32, 64, 128, 128 channels at the default width 32)
   with 2x2 max-pools after the first two, D = 4 * width = 128 (256 at width 64). Made for fast
   CPU runs on 28x28 (MNIST, Fashion-MNIST) and 8x8 (digits) inputs; 240,608 trainable
@@ -14,7 +14,7 @@ Each backbone is a functional ``keras.Model`` mapping float32 images ``[N, H, W,
   multiply-adds per 28x28 image. Its 2x2 max-pools are skipped once the map is under 4 px,
   so 28 -> 14 -> 7 and 8 -> 4 -> 2 before the global average pool.
 
-Settings (METHODS.md §5.4): convs have no bias and use
+Settings (docs/METHODS.md §5.4): convs have no bias and use
 ``VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")``, i.e.
 N(0, sqrt(2 / (k*k*C_out))) as torchvision's ``kaiming_normal_(mode="fan_out")``; BN uses
 ``momentum=0.9, epsilon=1e-5`` (PyTorch's momentum 0.1 and eps 1e-5), gamma 1 and beta 0.
@@ -43,9 +43,9 @@ __all__ = [
     "resolve_stem",
 ]
 
-BN_MOMENTUM = 0.9  # METHODS.md §5.4: PyTorch BN momentum 0.1
-BN_EPSILON = 1e-5  # METHODS.md §5.4: PyTorch BN eps
-AUTO_STEM_MAX_SIZE = 64  # inputs up to this many pixels get the CIFAR stem (METHODS.md §5.5)
+BN_MOMENTUM = 0.9  # docs/METHODS.md §5.4: PyTorch BN momentum 0.1
+BN_EPSILON = 1e-5  # docs/METHODS.md §5.4: PyTorch BN eps
+AUTO_STEM_MAX_SIZE = 64  # inputs up to this many pixels get the CIFAR stem (docs/METHODS.md §5.5)
 
 _RESNET_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 _NAMES = ("convnet", "resnet18", "resnet34")
@@ -61,7 +61,8 @@ def backbone_names():
 
 
 def _conv_initializer():
-    """Kaiming-normal, fan_out, untruncated: torchvision's ResNet conv init (METHODS.md §5.4)."""
+    """Kaiming-normal, fan_out, untruncated: torchvision's ResNet conv init (docs/METHODS.md
+    §5.4)."""
     return keras.initializers.VarianceScaling(
         scale=2.0, mode="fan_out", distribution="untruncated_normal"
     )
@@ -145,14 +146,14 @@ def _padded_size(size, kernel, stride, pad):
 
 @keras.saving.register_keras_serializable("mixem_tf")
 class ResNetStem(keras.layers.Layer):
-    """The ResNet stem (METHODS.md §1.1, §2.1, §5.5).
+    """The ResNet stem (docs/METHODS.md §1.1, §2.1, §5.5).
 
     Attributes:
         kind: ``"cifar"``: 3x3 stride-1 conv, BN, ReLU, no max-pool (32-px CIFAR models of
             MIX'EM and MiCE). ``"imagenet"``: torchvision's 7x7 stride-2 conv (padding 3), BN,
             ReLU, 3x3 stride-2 max-pool (padding 1); used at 96 px (STL-10) and 224 px.
         filters: output channels, 64 in torchvision.
-        bn_momentum, bn_epsilon: BatchNormalization settings (METHODS.md §5.4).
+        bn_momentum, bn_epsilon: BatchNormalization settings (docs/METHODS.md §5.4).
 
     The max-pool pads with zeros; torchvision pads with -inf, but the pool follows a ReLU
     and every 3x3 window holds at least one real (non-negative) value, so the result is
@@ -211,7 +212,7 @@ class ResNetStem(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable("mixem_tf")
 class BasicBlock(keras.layers.Layer):
-    """torchvision's ResNet BasicBlock (METHODS.md §1.1, §2.1).
+    """torchvision's ResNet BasicBlock (docs/METHODS.md §1.1, §2.1).
 
     ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`` with 3x3 convs padded by 1 on
     every side; conv1 carries the stride. The shortcut is the identity, or, with
@@ -223,7 +224,7 @@ class BasicBlock(keras.layers.Layer):
         strides: 1 or 2.
         downsample: project the shortcut; needed when ``strides != 1`` or the input has a
             different number of channels than ``filters``.
-        bn_momentum, bn_epsilon: BatchNormalization settings (METHODS.md §5.4).
+        bn_momentum, bn_epsilon: BatchNormalization settings (docs/METHODS.md §5.4).
 
     Raises:
         ValueError: at build time, when the identity shortcut cannot match the output shape.
@@ -285,11 +286,11 @@ class BasicBlock(keras.layers.Layer):
 
 
 def resolve_stem(input_shape, stem=None):
-    """The ResNet stem for ``input_shape`` (H, W, C) (METHODS.md §5.5).
+    """The ResNet stem for ``input_shape`` (H, W, C) (docs/METHODS.md §5.5).
 
     ``None`` picks ``"cifar"`` when the larger image side is at most 64 px (CIFAR's 32 px;
     also 64-px inputs such as Tiny-ImageNet) and ``"imagenet"`` above (STL-10's 96 px,
-    method 3's 224 px). The 64-px threshold is mixem-tf's choice; the papers only use 32, 96
+    cdec's 224 px). The 64-px threshold is mixem-tf's choice; the papers only use 32, 96
     and 224 px.
     """
     if stem is None:
@@ -362,7 +363,7 @@ def build_backbone(name, input_shape, *, stem=None, width=None, bn_momentum=BN_M
             D = 8 * width = 512). ConvNet: channels of its first conv (default 32, giving
             D = 4 * width = 128; 64 gives 256).
         bn_momentum, bn_epsilon: BatchNormalization settings; the defaults are PyTorch's
-            (METHODS.md §5.4).
+            (docs/METHODS.md §5.4).
         model_name: the Keras model name; default ``"<name>_<stem>"`` or ``"convnet"``. Give
             distinct names to models that are nested in one parent (e.g. student and teacher).
 

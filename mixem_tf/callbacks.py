@@ -1,10 +1,13 @@
 """Training callbacks: method hooks, NaN guard, stop signals, atomic per-epoch checkpoints,
-throughput, history, cluster-size alarms.
+throughput, history, cluster-size alarms, the time estimate and one line per epoch.
 
 A callback that appends one record per epoch to a file of the run has `forget_epochs_after(
 epoch)`: a resumed run calls it with the epoch it restored, so the records of epochs it trains
 again (after falling back past a corrupt checkpoint, or after a kill between the checkpoint and
-the next epoch's record) are not kept twice."""
+the next epoch's record) are not kept twice.
+
+A message a callback prints while Keras' progress bar is drawn (`verbose=1`) starts on a line
+of its own (`message_prefix`); without the bar (a log file, `EpochLines`) it needs none."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from mixem_tf.atomic import write_bytes_atomic
 __all__ = [
     "ClusterSizeMonitor",
     "EpochCheckpoint",
+    "EpochLines",
     "EpochTimeEstimate",
     "MethodHooks",
     "HistoryCSV",
@@ -129,6 +133,33 @@ class EpochCheckpoint(keras.callbacks.Callback):
                          extra={"logs": {k: float(v) for k, v in (logs or {}).items()}})
 
 
+def message_prefix(callback) -> str:
+    """"\n" while Keras draws its progress bar (the bar's line is not finished), else ""."""
+    return "\n" if (callback.params or {}).get("verbose") == 1 else ""
+
+
+class EpochLines(keras.callbacks.Callback):
+    """One line per epoch on stdout, for output that is not a terminal (a log file, CI):
+    `epoch 3/15: 12 s, loss 4.1234, nt_xent 3.9876, ...` with every log of the epoch (the
+    callbacks before it add theirs), in place of Keras' per-step progress bars."""
+
+    def __init__(self, clock=time.monotonic):
+        super().__init__()
+        self.clock = clock
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import sys
+
+        values = ", ".join(f"{k} {float(v):.5g}" for k, v in (logs or {}).items())
+        took = format_duration(self.clock() - self._start)
+        print(f"epoch {epoch + 1}/{(self.params or {}).get('epochs', '?')}: {took}"
+              + (f", {values}" if values else ""), file=sys.stdout, flush=True)
+
+
 class Throughput(keras.callbacks.Callback):
     """Measures training images/s per epoch (first epoch's first step, which compiles, excluded).
 
@@ -192,17 +223,19 @@ class HistoryCSV(keras.callbacks.Callback):
 
 
 class ClusterSizeMonitor(keras.callbacks.Callback):
-    """Per-epoch cluster sizes of a method's own assignment (METHODS.md §5.8).
+    """Per-epoch cluster sizes of a method's own assignment (docs/METHODS.md §5.8).
 
     Assigns a fixed sample of training images to the argmax of the evaluation feature
     `feature` (MIX'EM's π, cdec's q) after every epoch, adds `largest_cluster` (share of the
     busiest) and `clusters_used` to the logs (so they reach the progress bar, history.csv and
     TensorBoard), appends the whole share vector to `path` (JSON lines), and warns when one
     cluster holds more than `alarm` of them for `patience` epochs in a row, or at the last
-    epoch. (One epoch alone is not enough: after the first few steps BatchNorm's moving
-    statistics still differ from the batches', so the clean images can all land in one cluster
-    for the first epoch or two of a short-epoch run (digits: 7 steps per epoch) while training
-    is healthy.)
+    epoch. Early epochs are no evidence: BatchNorm's moving statistics still differ from the
+    batches' and the method has not spread its clusters yet, so runs with few steps per epoch
+    that end healthy hold one large cluster for up to their first 8 epochs (the CPU recipe on
+    a small folder; 2 on digits: docs/BENCHMARKS.md, "When a large cluster is a collapse"); the
+    default patience is a third of the run (at least 2 epochs). It warns once per streak, and
+    again at the last epoch if the streak lasts.
 
     Args:
         images: uint8 sample of the training images.
@@ -210,11 +243,15 @@ class ClusterSizeMonitor(keras.callbacks.Callback):
         path: JSON-lines file of {"epoch", "occupancy"}, or None.
         what: the word for a cluster in the warning ("component", "centre").
         advice: what the warning suggests.
+        patience: epochs in a row over `alarm` before it warns; None: `PATIENCE_SHARE` of the
+            run's epochs, at least 2.
     """
+
+    PATIENCE_SHARE = 1 / 3
 
     def __init__(self, images, feature: str, path=None, *, what: str = "cluster",
                  advice: str = "lower the learning rate", alarm: float = 0.5,
-                 patience: int = 2):
+                 patience: int | None = None):
         super().__init__()
         self.images = images
         self.feature = feature
@@ -247,11 +284,14 @@ class ClusterSizeMonitor(keras.callbacks.Callback):
             with self.path.open("a") as handle:
                 handle.write(json.dumps({"epoch": epoch + 1, "occupancy": share.tolist()}) + "\n")
         self._over = self._over + 1 if share.max() > self.alarm else 0
-        last = epoch + 1 == (self.params or {}).get("epochs")
-        if self._over >= self.patience or (self._over and last):
-            print(f"warning: epoch {epoch + 1}: {self.what} {int(share.argmax())} holds "
-                  f"{share.max():.0%} of the images ({self._over} epoch(s) in a row); the "
-                  f"clustering may be collapsing ({self.advice})", file=sys.stderr)
+        epochs = (self.params or {}).get("epochs")
+        patience = self.patience or max(2, math.ceil((epochs or 0) * self.PATIENCE_SHARE))
+        if self._over == patience or (self._over and epoch + 1 == epochs):  # once, and at the end
+            print(f"{message_prefix(self)}warning: epoch {epoch + 1}: {self.what} "
+                  f"{int(share.argmax())} has held over {self.alarm:.0%} of the images for "
+                  f"{self._over} epoch(s) (now {share.max():.0%}); watch largest_cluster: if it "
+                  f"stays above {self.alarm:.0%} to the end, the clustering has collapsed "
+                  f"(then {self.advice})", file=sys.stderr)
 
 
 def gpu_visible() -> bool:
@@ -299,8 +339,8 @@ class EpochTimeEstimate(keras.callbacks.Callback):
     """
 
     CPU_HINT = ("no GPU is visible: for a CPU-sized run use the small ConvNet at a low "
-                "resolution, e.g. --backbone convnet --image-size 32 (README, \"Training on "
-                "a CPU\")")
+                "resolution, e.g. --backbone convnet --image-size 32 (README, \"Your own "
+                "images\")")
 
     def __init__(self, steps: int = 5, slow_epoch_s: float = 600.0, clock=time.monotonic,
                  gpu_visible=gpu_visible):
@@ -345,4 +385,4 @@ class EpochTimeEstimate(keras.callbacks.Callback):
                         f"(from {self._timed} step(s) of {steps})")
         if per_epoch > self.slow_epoch_s and not self.gpu_visible():
             self.message += f"; {self.CPU_HINT}"
-        print(self.message, file=sys.stderr)
+        print(message_prefix(self) + self.message, file=sys.stderr)

@@ -4,7 +4,7 @@ Two named settings reproduce the papers' evaluation code and scikit-learn's defa
 
 - ``OFFICIAL`` (MIX'EM's `cluster_eval.py`): ``max_iter=10``, ``n_init=50`` with k-means++
   seeding ("random init" in the paper's wording), ``n_init=1`` with a given initialisation.
-- ``SKLEARN`` (method 3's evaluation, and our default for pixels): ``max_iter=300``,
+- ``SKLEARN`` (cdec's evaluation, and our default for pixels): ``max_iter=300``,
   ``n_init=10``.
 
 Example:
@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 __all__ = [
     "KMeansResult",
@@ -131,6 +130,8 @@ def kmeans(
         if normalize:
             init = l2_normalize(init)
         n_init = 1
+    from sklearn.cluster import KMeans  # loads in seconds: not at import (commands' --help)
+
     model = KMeans(
         n_clusters=num_clusters,
         init=init,

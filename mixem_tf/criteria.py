@@ -32,8 +32,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import silhouette_score
-
 from mixem_tf.cluster import KMeansSettings, assign, kmeans, l2_normalize
 from mixem_tf.metrics import adjusted_rand_index, normalized_mutual_info
 
@@ -72,6 +70,8 @@ def silhouette(features: np.ndarray, clusters: np.ndarray, seed: int = 0,
                sample: int | None = None, *, refuse_collapsed: bool = True) -> float:
     """Silhouette of `clusters` on `features` after L2 normalisation (cosine distance), on a
     seeded sample of `sample` images when given."""
+    from sklearn.metrics import silhouette_score
+
     if refuse_collapsed:
         check_not_collapsed(clusters)
     return float(silhouette_score(l2_normalize(features), clusters, metric="cosine",

@@ -1,4 +1,4 @@
-"""Cross-replica helpers for losses that need the global batch (METHODS.md §5.12).
+"""Cross-replica helpers for losses that need the global batch (docs/METHODS.md §5.12).
 
 Under a TensorFlow `tf.distribute` strategy each replica runs the training step on its slice of
 the global batch; contrastive losses need every replica's embeddings as negatives. Under JAX,

@@ -1,4 +1,4 @@
-"""Heads on top of the backbone representation h (METHODS.md §1.1, §3.1, §5.4, "SCAN and
+"""Heads on top of the backbone representation h (docs/METHODS.md §1.1, §3.1, §5.4, "SCAN and
 self-labelling").
 
 Dense layers here are initialised as PyTorch's `nn.Linear` (weights and biases
@@ -69,7 +69,7 @@ def _torch_uniform(fan_in: int):
 
 @keras.saving.register_keras_serializable("mixem_tf")
 class MixtureHead(keras.layers.Layer):
-    """MIX'EM's mixture of embeddings (METHODS.md §1.1).
+    """MIX'EM's mixture of embeddings (docs/METHODS.md §1.1).
 
     K component MLPs h → hidden → ReLU → d give u_k; each is L2-normalised to e_k. A mixing MLP
     h → hidden → ReLU → K gives logits a and π = softmax(a). The mixed embedding is
@@ -130,7 +130,7 @@ class MixtureHead(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable("mixem_tf")
 class StudentTAssignment(keras.layers.Layer):
-    """DEC's clustering layer (Xie et al. 2016; method 3, METHODS.md §3.1): K trainable centres
+    """DEC's clustering layer (Xie et al. 2016; cdec, docs/METHODS.md §3.1): K trainable centres
     μ_k in the space of h and the Student-t soft assignment
     q_ik ∝ (1 + ‖h_i − μ_k‖² / α)^(−(α+1)/2), normalised over k (α = 1 in the paper), computed
     as a softmax of the log-kernel so that far points do not underflow.

@@ -1,4 +1,5 @@
-"""Loss functions, written with `keras.ops` (METHODS.md §1.2, §3.2, "SCAN and self-labelling").
+"""Loss functions, written with `keras.ops` (docs/METHODS.md §1.2, §3.2, "SCAN and
+self-labelling").
 
 Each returns a scalar float32 tensor averaged over this replica's samples; the training step
 scales it for the replica count (`keras` convention), so gradients summed across replicas equal
@@ -33,7 +34,7 @@ def l2_normalize(x, axis=-1, eps=1e-12):
 
 
 class NTXentLoss:
-    """SimCLR's normalised-temperature cross entropy (Chen et al. 2020; METHODS.md §1.2.1).
+    """SimCLR's normalised-temperature cross entropy (Chen et al. 2020; docs/METHODS.md §1.2.1).
 
     For 2B anchors (two views of B images) with cosine similarity s and positive p(i):
     ℓ_i = −log[exp(s(i,p(i))/τ) / Σ_{j≠i} exp(s(i,j)/τ)], averaged over the anchors.
@@ -96,14 +97,14 @@ def marginal_negative_entropy(pi, eps=1e-12):
     """MIX'EM term (i), one view: Σ_k p̄_k log p̄_k with p̄ = batch mean of π [N, K].
 
     Minimising it maximises the entropy of the batch-marginal component distribution, which
-    keeps every component in use (METHODS.md §1.2.2). p̄ is clipped at `eps` before the log.
+    keeps every component in use (docs/METHODS.md §1.2.2). p̄ is clipped at `eps` before the log.
     """
     marginal = ops.mean(ops.cast(pi, "float32"), axis=0)
     return ops.sum(marginal * ops.log(ops.maximum(marginal, eps)))
 
 
 def sharpening(logits, variant: str = "max"):
-    """MIX'EM term (ii), one view: make each instance pick one component (METHODS.md §1.2.3).
+    """MIX'EM term (ii), one view: make each instance pick one component (docs/METHODS.md §1.2.3).
 
     Args:
         logits: mixing logits a [N, K] (π = softmax(a)).
@@ -121,7 +122,7 @@ def sharpening(logits, variant: str = "max"):
 
 
 def associative_pull_push(z, pi):
-    """MIX'EM term (iii), one view: associative embedding pull and push (METHODS.md §1.2.4).
+    """MIX'EM term (iii), one view: associative embedding pull and push (docs/METHODS.md §1.2.4).
 
     Samples are assigned to c_n = argmax_k π_n (no gradient through the argmax). K zero
     "dummy" embeddings, the k-th assigned to k, join the batch so every component has a member
@@ -151,7 +152,7 @@ def associative_pull_push(z, pi):
 
 
 def dec_target(q, eps=1e-8):
-    """DEC's sharpened target (Xie et al. 2016; METHODS.md §3.2), a constant:
+    """DEC's sharpened target (Xie et al. 2016; docs/METHODS.md §3.2), a constant:
     p_ik = (q_ik² / f_k) / Σ_l (q_il² / f_l) with cluster frequencies f_k = Σ_i q_ik over the
     global batch (gathered across replicas); `eps` keeps an empty cluster's f_k from dividing by
     zero."""

@@ -1,4 +1,4 @@
-"""Clustering metrics: ACC (Hungarian matching), NMI (arithmetic) and ARI (METHODS.md §5.2).
+"""Clustering metrics: ACC (Hungarian matching), NMI (arithmetic) and ARI (docs/METHODS.md §5.2).
 
 Labels may be any integers (not necessarily 0..K-1) and the number of clusters may differ from
 the number of classes. ACC uses a one-to-one Hungarian matching by default (the papers'
@@ -79,7 +79,8 @@ def cluster_accuracy(y_true, y_pred, mapping: str = "hungarian") -> float:
 
 
 def normalized_mutual_info(y_true, y_pred) -> float:
-    """NMI with arithmetic averaging, pinned (sklearn's default since 0.22, METHODS.md §5.2)."""
+    """NMI with arithmetic averaging, pinned (sklearn's default since 0.22, docs/METHODS.md
+    §5.2)."""
     y_true, y_pred = _as_label_pair(y_true, y_pred)
     return float(normalized_mutual_info_score(y_true, y_pred, average_method="arithmetic"))
 

@@ -23,6 +23,7 @@ from mixem_tf.settings import TrainConfig
 __all__ = ["CONFIG_FILE", "load_evaluation", "load_run", "load_run_config", "load_run_data"]
 
 CONFIG_FILE = "config.json"
+OCCUPANCY_FILE = "occupancy.jsonl"  # a method's cluster shares per epoch (ClusterSizeMonitor)
 
 
 def load_run_config(run_dir, flag: str = "--run") -> dict:

@@ -12,7 +12,7 @@ __all__ = ["ConstantThenCosine", "WarmupThenStep"]
 
 @keras.saving.register_keras_serializable("mixem_tf")
 class ConstantThenCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """MIX'EM's schedule (METHODS.md §1.3): constant, then cosine annealing stepped per epoch.
+    """MIX'EM's schedule (docs/METHODS.md §1.3): constant, then cosine annealing stepped per epoch.
 
     lr(e) = base · ½(1 + cos(π · max(0, e + 1 − max(constant_epochs, 1)) / cosine_epochs)) for
     the 0-based epoch e = step // steps_per_epoch: `constant_epochs` epochs (at least one) at the
@@ -48,7 +48,7 @@ class ConstantThenCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 @keras.saving.register_keras_serializable("mixem_tf")
 class WarmupThenStep(keras.optimizers.schedules.LearningRateSchedule):
-    """MiCE's schedule (METHODS.md §2.3; its `util.adjust_learning_rate`), set per epoch.
+    """MiCE's schedule (docs/METHODS.md §2.3; its `util.adjust_learning_rate`), set per epoch.
 
     For the 0-based epoch e = step // steps_per_epoch: lr = base · e / warmup_epochs while
     e < warmup_epochs (epoch 0 at rate 0), base at e = warmup_epochs, and after it

@@ -1,8 +1,8 @@
 """A run's settings: `TrainConfig` holds what every run shares, plus the method's options.
 
 `resolved()` fills the unset fields from the method's recipe for the dataset
-(`ClusteringMethod.recipe`, built with `mixem_tf.recipes`) and the method's paper protocol,
-completes and checks the method's options (`ClusteringMethod.Options`), and checks every shared
+(`MethodDeclaration.recipe`, built with `mixem_tf.recipes`) and the method's paper protocol,
+completes and checks the method's options (`MethodDeclaration.Options`), and checks every shared
 value. A `folder:` path is stored absolute, so a run resumes and exports from any working
 directory. A dict-valued option (MIX'EM's term weights) merges the user's entries over the
 recipe's, entry by entry. A method that refines another run (SCAN's stages) takes what it
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+
+from mixem_tf.recipes import cpu_folder_recipe, uses_cpu_recipe
 
 __all__ = ["TrainConfig"]
 
@@ -96,11 +98,11 @@ class TrainConfig:
     def from_saved(cls, settings: dict) -> "TrainConfig":
         """The settings of a run's `config.json`, including runs saved before methods owned
         their options (whose MIX'EM/SimCLR settings sat at the top level)."""
-        from mixem_tf.methods import method_class
+        from mixem_tf.methods import method_declaration
 
         settings = dict(settings)
         if any(k in settings for k in (*LEGACY_OPTIONS, "extra")):
-            names = method_class(settings.get("method", "mixem")).Options.fields()
+            names = method_declaration(settings.get("method", "mixem")).Options.fields()
             legacy = {k: settings.pop(k) for k in LEGACY_OPTIONS if k in settings}
             options = {k: v for k, v in {**legacy, **settings.pop("extra", {})}.items()
                        if k in names}
@@ -110,15 +112,17 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def resolved(self) -> "TrainConfig":
-        """A copy with the recipe's defaults filled in and every value checked.
+    def resolved(self, gpu: bool = True) -> "TrainConfig":
+        """A copy with the recipe's defaults filled in and every value checked. A `folder:`
+        run with the ConvNet, or without a `gpu` and no backbone given, gets the CPU recipe
+        (`mixem_tf.recipes.uses_cpu_recipe`).
 
         `clusters` may be "auto" or "A..B" (`choosing_k.parse_clusters`): the method's heads
         are then built for the range's upper bound and `choose_clusters` keeps the range, from
         which K is chosen without labels after training.
         """
         from mixem_tf.data.folder import absolute_folder_name
-        from mixem_tf.methods import method_class
+        from mixem_tf.methods import method_declaration
 
         if isinstance(self.clusters, str):
             from mixem_tf.choosing_k import parse_clusters
@@ -126,10 +130,13 @@ class TrainConfig:
             parsed = parse_clusters(self.clusters)
             choose = list(parsed) if isinstance(parsed, tuple) else None
             return dataclasses.replace(self, clusters=choose[1] if choose else parsed,
-                                       choose_clusters=choose).resolved()
+                                       choose_clusters=choose).resolved(gpu)
         self._check_types()
-        method = method_class(self.method)
-        recipe = method.recipe(self.dataset)
+        method = method_declaration(self.method)
+        if uses_cpu_recipe(self.dataset, self.backbone, gpu):
+            recipe = cpu_folder_recipe(method.recipe)
+        else:
+            recipe = method.recipe(self.dataset)
         recipe_options = recipe.pop("options", {})
         values = self.to_dict()
         inherited = method.source_settings(self.init_from) if self.init_from else {}

@@ -31,13 +31,14 @@ import numpy as np
 import keras
 
 from mixem_tf import checkpoints
-from mixem_tf.callbacks import (EpochCheckpoint, EpochTimeEstimate, HistoryCSV, MethodHooks,
-                                NonFiniteLossError, StopOnNonFiniteLoss, StopOnSignal,
-                                Throughput)
+from mixem_tf.callbacks import (EpochCheckpoint, EpochLines, EpochTimeEstimate, HistoryCSV,
+                                MethodHooks, NonFiniteLossError, StopOnNonFiniteLoss,
+                                StopOnSignal, Throughput, gpu_visible)
 from mixem_tf.cluster import SETTINGS_BY_NAME
 from mixem_tf.feeding import EpochBatches
 from mixem_tf.interrupts import StopSignals, TrainingStopped
 from mixem_tf.methods import build_method, method_class
+from mixem_tf.recipes import describe_cpu_recipe, uses_cpu_recipe
 from mixem_tf.settings import TrainConfig
 from mixem_tf.readouts import Readout, fit_readout, quick_budget, save_readouts
 from mixem_tf.runs import CONFIG_FILE, load_run, load_run_config
@@ -245,9 +246,7 @@ def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, 
     throughput = Throughput(config.batch_size)
     callbacks = [MethodHooks(), guard, throughput,
                  *model.monitors(images, out_dir if strategy.is_chief else None),
-                 EpochCheckpoint(out_dir / "checkpoints", guard)]
-    if verbose:
-        callbacks.append(EpochTimeEstimate())
+                 EpochCheckpoint(out_dir / "checkpoints", guard), EpochTimeEstimate()]
     if strategy.is_chief:
         callbacks.append(HistoryCSV(out_dir / "history.csv"))
         try:
@@ -258,9 +257,22 @@ def _callbacks(out_dir: Path, config, strategy: _Strategy, verbose: int, model, 
             if verbose:
                 print("note: TensorFlow is not installed, so no TensorBoard logs are written "
                       "(history.csv has every epoch)", file=sys.stderr)
+    if verbose and not progress_bars():
+        callbacks.append(EpochLines())  # it prints the logs the others added
     if signals is not None:
         callbacks.append(StopOnSignal(signals))  # last: after the epoch's files are written
     return callbacks, guard, throughput
+
+
+def progress_bars() -> bool:
+    """Keras' per-step progress bars only on a terminal; a log file gets `EpochLines`."""
+    return sys.stdout.isatty()
+
+
+def _small_data_batch_size(images: int) -> int:
+    """The largest power of two that fits `images` (at least 2): the batch of a folder smaller
+    than its recipe's batch."""
+    return max(2, 2 ** (max(images, 2).bit_length() - 1))
 
 
 def check_init_from(run_dir) -> None:
@@ -338,8 +350,12 @@ def _train_run(config, out_dir: Path, signals: StopSignals, *, resume, overwrite
             if epochs > done:  # a new target; one at or below `done` leaves nothing to train
                 config.epochs = epochs
     else:
-        config = config.resolved()
+        gpu = gpu_visible()
+        asked, config = config, config.resolved(gpu=gpu)
         _check_new_run_dir(out_dir, overwrite)
+        if uses_cpu_recipe(asked.dataset, asked.backbone, gpu):
+            print(f"{'the ConvNet' if asked.backbone else 'no GPU found'}: training with the "
+                  f"CPU recipe for folders ({describe_cpu_recipe()})", file=sys.stderr)
         if config.init_from:
             check_init_from(config.init_from)
         method_class(config.method).check_source(config)
@@ -350,6 +366,10 @@ def _train_run(config, out_dir: Path, signals: StopSignals, *, resume, overwrite
         train, evaluation = load_run_data(config)
     scan = getattr(train, "scan", None)
     num_clusters = _number_of_clusters(config, train, evaluation, verbose)
+    if config.batch_size > len(train) and not resume and asked.batch_size is None:
+        config.batch_size = _small_data_batch_size(len(train))
+        print(f"{len(train)} training images: batch size {config.batch_size} (the recipe's is "
+              "larger)", file=sys.stderr)
     if config.batch_size > len(train):
         raise ValueError(f"batch size {config.batch_size} is larger than the training data "
                          f"({len(train)} images)")
@@ -419,7 +439,7 @@ def _train_run(config, out_dir: Path, signals: StopSignals, *, resume, overwrite
         with signals.at_step_boundaries():
             fitted = model.fit(data, epochs=config.epochs, initial_epoch=initial_epoch,
                                steps_per_epoch=steps, shuffle=False, callbacks=callbacks,
-                               verbose=verbose)
+                               verbose=1 if verbose and progress_bars() else 0)
         history = fitted.history
     if guard.failure:
         latest = checkpoints.latest_checkpoint(out_dir / "checkpoints")

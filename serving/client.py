@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from mixem_tf.data.folder import read_image
-from mixem_tf.cli import run
+from mixem_tf.cli import ArgumentParser, run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serving.client", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m serving.client", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("images", nargs="+", metavar="IMAGE", help="image files")
     add("--server", default="localhost:8500", help="host:port of the gRPC server")

@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from mixem_tf.cli import run
+from mixem_tf.cli import ArgumentParser, run
 from serving.limits import DEFAULT_MAX_IMAGE_PIXELS, Limits
 
 log = logging.getLogger("serving")
@@ -47,8 +47,8 @@ def non_negative(kind):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m serving.server", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--port", type=non_negative(int), default=8500, help="gRPC port (0: any free port)")
     add("--rest_api_port", type=non_negative(int), default=None,

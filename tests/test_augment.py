@@ -1,4 +1,5 @@
-"""Tests of mixem_tf.augment against NumPy/colorsys/SciPy/PIL references (METHODS §1.3, §2.3,
+"""Tests of mixem_tf.augment against NumPy/colorsys/SciPy/PIL references (docs/METHODS.md §1.3,
+§2.3,
 §3.3, §5.6). Backend-neutral: run under KERAS_BACKEND=tensorflow and KERAS_BACKEND=jax."""
 
 import colorsys

@@ -1,4 +1,4 @@
-"""Tests for mixem_tf.backbones: architecture sizes, settings (METHODS.md §5.4, §5.5),
+"""Tests for mixem_tf.backbones: architecture sizes, settings (docs/METHODS.md §5.4, §5.5),
 PyTorch-aligned padding, serialisation and input checks. Backend-neutral (no TensorFlow)."""
 
 import math

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mixem_tf.methods import METHODS
+from mixem_tf.methods import METHODS, method_class
 
 pytestmark = pytest.mark.core
 
@@ -12,7 +12,7 @@ def test_the_throughput_bench_trains_the_methods_own_model_and_loss(method):
     from bench.train_throughput import measure
 
     row = measure(method, "convnet", 8, 1, batch_size=8, steps=2, warmup=0)
-    cls = METHODS[method]
+    cls = method_class(method)
     assert row["model"] == cls.__name__
     assert set(cls.loss_names) <= set(row["logged"])  # the method's own terms were computed
     assert row["pairs_per_s"] > 0 and row["first_step_s"] > 0 and row["peak_rss_mib"] > 0

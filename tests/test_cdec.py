@@ -1,4 +1,4 @@
-"""cdec (method 3, METHODS.md §3) against numpy references, on the current backend (CI runs
+"""cdec (cdec, docs/METHODS.md §3) against numpy references, on the current backend (CI runs
 this file under TensorFlow and under JAX)."""
 
 import keras

@@ -101,8 +101,10 @@ def test_digits():
     assert set(np.unique(ds.images).tolist()) <= {round(v * 255 / 16) for v in range(17)}
     assert ds.labels.dtype == np.int64 and ds.num_classes == 10
     np.testing.assert_array_equal(np.bincount(ds.labels).sum(), 1797)
-    resized = load_dataset("digits", "test", image_size=16, channels=3)
+    resized = load_dataset("digits", "all", image_size=16, channels=3)
     assert resized.images.shape == (1797, 16, 16, 3)
+    with pytest.raises(ValueError, match="one split, 'all', and no held-out test images"):
+        load_dataset("digits", "test")
 
 
 def test_digits_protocols_use_the_whole_set_on_both_sides():

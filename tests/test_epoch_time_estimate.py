@@ -45,7 +45,7 @@ def test_a_slow_epoch_without_a_gpu_names_the_cpu_flags_and_the_readme(capsys):
     _train(callback, epochs=2, steps=400, step_s=2.0)
     err = capsys.readouterr().err
     assert err.startswith("estimated time: 13 min 20 s per epoch, 26 min 40 s for the 2 ")
-    assert "--backbone convnet --image-size 32" in err and 'README, "Training on a CPU"' in err
+    assert "--backbone convnet --image-size 32" in err and 'README, "Your own images"' in err
     assert err.count("\n") == 1
 
 

@@ -55,6 +55,23 @@ def test_each_method_owns_its_recipe_and_protocol():
     assert (user.lr, user.image_size) == (1e-3, 224)
 
 
+@pytest.mark.parametrize("method", ["mixem", "simclr", "cdec", "mice"])
+def test_a_folder_on_a_cpu_gets_the_small_datasets_settings_at_32_px(method):
+    small = TrainConfig(dataset="fashion_mnist", method=method).resolved()
+    for config in (TrainConfig(dataset="folder:/photos", method=method, backbone="convnet"),
+                   TrainConfig(dataset="folder:/photos", method=method)):
+        cpu = config.resolved(gpu=False)
+        assert (cpu.backbone, cpu.image_size, cpu.epochs) == ("convnet", 32, 30)
+        assert (cpu.lr, cpu.batch_size, cpu.options) == (small.lr, small.batch_size, small.options)
+    assert TrainConfig(dataset="folder:/photos", method=method, backbone="convnet",
+                       epochs=5).resolved().epochs == 5  # the user's settings win
+    if method != "mice":  # MiCE's own folder recipe is CPU-sized already
+        assert TrainConfig(dataset="folder:/photos", method=method).resolved().backbone != \
+            "convnet"
+        asked = TrainConfig(dataset="folder:/photos", method=method, backbone="resnet18")
+        assert asked.resolved(gpu=False).image_size == 96  # the user asked for the GPU recipe
+
+
 def test_settings_saved_before_methods_owned_options_still_load():
     legacy = {"method": "simclr", "dataset": "digits", "epochs": 3, "temperature": 0.2,
               "projection_dim": 16, "num_components": None, "embedding_dim": 32,

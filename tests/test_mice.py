@@ -1,4 +1,4 @@
-"""MiCE (METHODS.md §2) against numpy references: simplex prototypes, negative ELBO and
+"""MiCE (docs/METHODS.md §2) against numpy references: simplex prototypes, negative ELBO and
 posterior, FIFO queue, EMA teacher, epoch-end μ, schedule; compiled training steps, Keras
 saving and resume on the current backend (CI: TensorFlow and JAX), then slow end-to-end runs.
 """

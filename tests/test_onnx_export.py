@@ -136,3 +136,31 @@ def test_missing_saved_model_is_a_one_line_error(tmp_path, capsys):
     code = run_cli(onnx_export.main, ["--saved-model", str(tmp_path), "--out",
                                       str(tmp_path / "m.onnx")])
     assert code == 2 and "holds no saved_model.pb" in capsys.readouterr().err
+
+
+def test_converting_prints_no_deprecation_notices_of_tensorflow(tmp_path, capsys):
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def double(self, x):
+            return {"y": 2.0 * x}
+
+    module = Doubler()
+    tf.saved_model.save(module, str(tmp_path / "m"),
+                        signatures={onnx_export.SIGNATURE: module.double})
+    capsys.readouterr()
+    model = onnx_export.convert_saved_model(tmp_path / "m")
+    assert [o.name for o in model.graph.output] == ["y"]
+    assert "deprecated" not in capsys.readouterr().err
+    kept = []
+    handler = logging.Handler()
+    handler.emit = kept.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        with onnx_export._tensorflow_deprecations_silenced():
+            logger.warning("f (from tensorflow.x) is deprecated and will be removed in a future "
+                           "version.")
+            logger.warning("a real problem")
+    finally:
+        logger.removeHandler(handler)
+    assert [record.getMessage() for record in kept] == ["a real problem"]

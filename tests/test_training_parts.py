@@ -193,6 +193,24 @@ def test_component_monitor_logs_occupancy_and_warns_only_when_collapse_persists(
     assert lines[0]["occupancy"] == [0.125, 0.125, 0.75, 0.0]
 
 
+def test_a_large_cluster_early_in_a_long_run_is_not_a_collapse(capsys):
+    from mixem_tf.callbacks import ClusterSizeMonitor
+
+    healthy, collapsed = _pi([0, 1, 2, 3, 0, 1, 2, 3]), _pi([2, 2, 2, 2, 2, 2, 0, 1])
+    recovers = [collapsed] * 8 + [healthy] * 22  # as the shipped recipes' runs do
+    stays = [collapsed] * 30
+    for epochs, expected in ((recovers, []), (stays, [10, 30])):
+        monitor = ClusterSizeMonitor(images=None, feature="pi")
+        monitor.set_model(_FixedMixture(epochs))
+        monitor.set_params({"epochs": len(epochs)})
+        warned = []
+        for epoch in range(len(epochs)):
+            monitor.on_epoch_end(epoch, {})
+            if "warning: epoch" in capsys.readouterr().err:
+                warned.append(epoch + 1)
+        assert warned == expected  # a third of the run, then the last epoch
+
+
 def test_run_dir_behind_a_link_is_emptied_or_created_through_the_link(tmp_path):
     from mixem_tf.training import prepare_run_dir
 
@@ -253,3 +271,18 @@ def test_settings_of_the_right_type_pass():
 
     config = TrainConfig(dataset="digits", lr=1, clusters=None).resolved()
     assert config.lr == 1 and config.image_size == 8  # an int lr is a number; recipe fills None
+
+
+def test_output_that_is_not_a_terminal_gets_one_line_per_epoch(capsys):
+    from mixem_tf.callbacks import EpochLines
+
+    clock = iter([0.0, 12.4, 20.0, 95.0])
+    lines = EpochLines(clock=lambda: next(clock))
+    lines.set_params({"epochs": 2, "verbose": 0})
+    for epoch, logs in enumerate([{"loss": 4.123456, "largest_cluster": 0.75},
+                                  {"loss": 3.5, "largest_cluster": 0.25}]):
+        lines.on_epoch_begin(epoch)
+        lines.on_epoch_end(epoch, logs)
+    assert capsys.readouterr().out.splitlines() == [
+        "epoch 1/2: 12 s, loss 4.1235, largest_cluster 0.75",
+        "epoch 2/2: 1 min 15 s, loss 3.5, largest_cluster 0.25"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mixem_tf.methods import METHODS
+from mixem_tf.metrics import normalized_mutual_info
 from mixem_tf.settings import TrainConfig
 from mixem_tf import criteria
 from mixem_tf.tuning import objectives

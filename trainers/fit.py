@@ -4,9 +4,10 @@
     python -m trainers.fit --out runs/fmnist --resume
     python -m trainers.fit --config my_run.json --epochs 5
 
-Settings come from the method's recipe for the dataset (its `recipe` in mixem_tf/methods/),
-then from --config (a JSON object of TrainConfig fields and the method's options, at the top
-level or under "options"), then from the flags given here.
+Settings come from the method's recipe for the dataset (its `recipe` in
+mixem_tf/methods/declarations/; a folder without a GPU, or with --backbone convnet, gets the
+CPU recipe), then from --config (a JSON object of TrainConfig fields and the method's options,
+at the top level or under "options"), then from the flags given here.
 
 One command at a time may write a run: another on the same --out is refused, naming it.
 SIGTERM or Ctrl-C stops at the end of the current step, keeps every finished epoch, says how to
@@ -21,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from mixem_tf.cli import read_json_object, run
+from mixem_tf.cli import ArgumentParser, read_json_object, run
 from mixem_tf.data.registry import DATASET_NAMES
 from mixem_tf.methods import METHODS
 from mixem_tf.settings import TrainConfig
@@ -85,8 +86,8 @@ OPTION_FLAGS = option_flags()
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m trainers.fit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m trainers.fit", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, (kind, text) in FLAGS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
                             help=text)
@@ -106,7 +107,8 @@ def parse_args(argv):
                         help="read-outs fitted after training: the default one; all (the "
                              "others at a smaller K-means budget; default); paper (all at the "
                              "papers' budget)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no per-epoch progress (the time estimate and warnings stay)")
     return parser.parse_args(argv)
 
 
@@ -118,10 +120,6 @@ def config_from_args(args) -> TrainConfig:
 
 
 def main(argv=None) -> int:
-    from mixem_tf.callbacks import NonFiniteLossError
-    from mixem_tf.report import readout_report
-    from mixem_tf.training import train_run
-
     args = parse_args(argv)
     if args.resume:
         if args.out is None:
@@ -138,6 +136,11 @@ def main(argv=None) -> int:
         config = None
     else:
         config = config_from_args(args)
+        config.resolved()  # a bad setting is refused before a framework loads
+    from mixem_tf.callbacks import NonFiniteLossError
+    from mixem_tf.report import readout_report
+    from mixem_tf.training import train_run
+
     out = args.out or Path("runs") / f"{config.dataset.replace(':', '_').replace('/', '_')}-{config.method}"
     try:
         result = train_run(config, out, resume=args.resume, overwrite=args.overwrite,

@@ -24,16 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from mixem_tf import cluster
-from mixem_tf.data import DATASET_NAMES, load_protocol
-from mixem_tf.metrics import evaluate_clustering
-from mixem_tf.report import format_table
-from mixem_tf.cli import run
-
-SETTINGS = {"sklearn": cluster.SKLEARN, "official": cluster.OFFICIAL}
+from mixem_tf.cli import ArgumentParser, run
+from mixem_tf.data.registry import DATASET_NAMES
 
 
 def pixel_kmeans(train, evaluation, *, num_clusters, normalize, settings, seed) -> dict:
     """Fits on `train` pixels, scores `evaluation`; returns metrics and seconds taken."""
+    from mixem_tf.metrics import evaluate_clustering
+
     start = time.perf_counter()
     features = train.images.reshape(len(train), -1).astype(np.float32) / 255.0
     result = cluster.kmeans(
@@ -46,15 +44,15 @@ def pixel_kmeans(train, evaluation, *, num_clusters, normalize, settings, seed) 
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m trainers.pixel_kmeans", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m trainers.pixel_kmeans", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="fashion_mnist",
                         help=", ".join(DATASET_NAMES))
     parser.add_argument("--data-dir", default=None, help="where the dataset's files are")
     parser.add_argument("--train-on", choices=["whole", "train"], default="whole")
     parser.add_argument("--evaluate-on", choices=["test", "all"], default="all")
     parser.add_argument("--clusters", type=int, default=None, help="K (default: class count)")
-    parser.add_argument("--settings", choices=sorted(SETTINGS), default="sklearn",
+    parser.add_argument("--settings", choices=sorted(cluster.SETTINGS_BY_NAME), default="sklearn",
                         help="K-means budget: sklearn (n_init 10, max_iter 300) or official "
                              "(MIX'EM's n_init 50, max_iter 10)")
     parser.add_argument("--features", choices=["raw", "l2", "both"], default="both")
@@ -81,11 +79,13 @@ def label_free_pixels(evaluation, *, num_clusters, views: str, seed: int,
 
 
 def main(argv=None) -> int:
-    from mixem_tf.methods import method_class
+    from mixem_tf.data import load_protocol
+    from mixem_tf.methods import method_declaration
     from mixem_tf.quality import SCORE_NAMES
+    from mixem_tf.report import format_table
 
     args = parse_args(argv)
-    method_class(args.views)  # an unknown method is refused before any work
+    method_declaration(args.views)  # an unknown method is refused before any work
     folder = args.dataset.startswith("folder:")
     train, evaluation = load_protocol(
         args.dataset, train_on=args.train_on, evaluate_on=args.evaluate_on,
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         for normalize in {"raw": [False], "l2": [True], "both": [False, True]}[args.features]:
             scores = pixel_kmeans(train, evaluation, num_clusters=num_clusters,
-                                  normalize=normalize, settings=SETTINGS[args.settings],
+                                  normalize=normalize, settings=cluster.SETTINGS_BY_NAME[args.settings],
                                   seed=args.seed)
             rows.append({"dataset": args.dataset, "train": args.train_on,
                          "evaluate": args.evaluate_on, "features": "l2" if normalize else "raw",

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixem_tf.cli import run
+from mixem_tf.cli import ArgumentParser, run
 
 FIELDS = ("path", "cluster", "probability", "error")
 GALLERY_ORDERS = ("random", "confident", "uncertain")
@@ -68,19 +68,25 @@ class _GallerySample:
 
 
 class _Progress:
-    """A one-line progress bar on stderr."""
+    """Progress on stderr: a bar redrawn in place on a terminal, else one line per chunk."""
 
-    def __init__(self, total: int, width: int = 30):
+    def __init__(self, total: int, width: int = 30, terminal: bool | None = None):
         self.total, self.width, self.start = total, width, time.monotonic()
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
 
     def update(self, done: int, errors: int) -> None:
-        filled = self.width * done // max(self.total, 1)
         rate = done / max(time.monotonic() - self.start, 1e-9)
-        print(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} files "
-              f"{rate:.0f}/s, {errors} unreadable", end="", file=sys.stderr, flush=True)
+        text = f"{done}/{self.total} files {rate:.0f}/s, {errors} unreadable"
+        if not self.terminal:
+            print(text, file=sys.stderr, flush=True)
+            return
+        filled = self.width * done // max(self.total, 1)
+        print(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {text}", end="",
+              file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        print(file=sys.stderr)
+        if self.terminal:
+            print(file=sys.stderr)
 
 
 def _read(paths):
@@ -182,8 +188,8 @@ def _write_gallery(predict, sample, counts, path, samples, cell):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m trainers.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m trainers.predict", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path,
                         help="SavedModel version folder, or model folder (its newest version)")

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mixem_tf.cli import run
+from mixem_tf.cli import ArgumentParser, run
 from mixem_tf.methods import METHODS
 from mixem_tf.tuning.objectives import OBJECTIVES
 from trainers.fit import FLAGS, OPTION_FLAGS, config_from_args
@@ -29,8 +29,8 @@ TUNERS = {"random": "RandomSearch", "bayesian": "BayesianOptimization",
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m trainers.tune", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m trainers.tune", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="the study folder")
     parser.add_argument("--objective", default=None, choices=list(OBJECTIVES),
                         help="label-free objective, maximised: " + "; ".join(

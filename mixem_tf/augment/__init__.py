@@ -5,14 +5,14 @@ pipeline), :mod:`~mixem_tf.augment.ops` (the image ops) and :mod:`~mixem_tf.augm
 (``Augmenter``, ``preprocess``). Each method's settings per dataset live with the method
 (``ClusteringMethod.augmentation``, ``mixem_tf.methods.augmentation``).
 
-Reproduces the view pipelines of ``../shared/METHODS.md``:
+Reproduces the view pipelines of ``docs/METHODS.md``:
 
-* MIX'EM and method 3 (METHODS §1.3, §3.3): crop → flip → colour jitter (p) → grayscale (p)
+* MIX'EM and cdec (docs/METHODS.md §1.3, §3.3): crop → flip → colour jitter (p) → grayscale (p)
   → blur (p) → normalise  (``order="mixem"``);
-* MiCE (METHODS §2.3): crop → grayscale (p) → colour jitter (always) → flip → normalise
+* MiCE (docs/METHODS.md §2.3): crop → grayscale (p) → colour jitter (always) → flip → normalise
   (``order="mice"``).
 
-Every op follows torchvision's semantics (METHODS §5.6) and is vectorised over the batch: no
+Every op follows torchvision's semantics (docs/METHODS.md §5.6) and is vectorised over the batch: no
 Python loop over images, no data-dependent Python control flow, and only ``keras.ops`` /
 ``keras.random``, so a view can be drawn inside a compiled training step under
 ``KERAS_BACKEND=tensorflow`` or ``jax``.

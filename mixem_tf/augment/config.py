@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 
 __all__ = ["AugmentConfig", "ORDERS", "as_sequence", "is_int"]
 
-#: Op orders: MIX'EM / SimCLR / method 3, and MiCE (METHODS §5.6).
+#: Op orders: MIX'EM / SimCLR / cdec, and MiCE (docs/METHODS.md §5.6).
 ORDERS = ("mixem", "mice")
 
 
@@ -25,7 +25,7 @@ def _pair(value, name, cast=float):
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """Settings of one augmented-view pipeline (METHODS §1.3, §2.3, §3.3, §5.6).
+    """Settings of one augmented-view pipeline (docs/METHODS.md §1.3, §2.3, §3.3, §5.6).
 
     Defaults are MIX'EM's (SimCLR with s = 1) except ``size``, which has no default. A method's
     ``augmentation(dataset, image_size)`` gives its settings on a dataset.
@@ -45,7 +45,7 @@ class AugmentConfig:
         blur_kernel: odd kernel size in pixels; ``None`` means ``int(0.1 * height)`` bumped to
             odd (MIX'EM: 9 px at 96, 3 px at 32). A kernel below 3 disables the blur.
         mean, std: normalisation in ``[0, 1]`` units, one value or one per output channel.
-        order: ``"mixem"`` (crop → flip → jitter(p) → gray → blur; also method 3) or
+        order: ``"mixem"`` (crop → flip → jitter(p) → gray → blur; also cdec) or
             ``"mice"`` (crop → gray → jitter(p) → flip).
         output_channels: ``None`` keeps the input's channels; ``3`` replicates grey input to
             RGB, ``1`` converts RGB input to luma. Done first, before any other op.
@@ -140,7 +140,7 @@ class AugmentConfig:
         if self.order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
         if self.order == "mice" and self.blur_prob > 0.0:
-            raise ValueError('order="mice" has no blur (METHODS §2.3); set blur_prob=0')
+            raise ValueError('order="mice" has no blur (docs/METHODS.md §2.3); set blur_prob=0')
         if self.output_channels not in (None, 1, 3):
             raise ValueError(f"output_channels must be None, 1 or 3, got {self.output_channels!r}")
         if self.output_channels is not None and len(mean) not in (1, self.output_channels):

@@ -1,4 +1,5 @@
-"""The image ops of the view pipelines, torchvision semantics in ``keras.ops`` (METHODS §5.6).
+"""The image ops of the view pipelines, torchvision semantics in ``keras.ops`` (docs/METHODS.md
+§5.6).
 
 They take float32 ``[N, H, W, C]`` in ``[0, 1]`` and keep values there (only :func:`normalize`
 leaves that range). The random ones come as ``*_from_uniform`` cores fed with uniforms that
@@ -137,7 +138,7 @@ def sample_crop_boxes(batch_size, height: int, width: int, scale=(0.08, 1.0),
                       ratio=(3.0 / 4.0, 4.0 / 3.0), seed: SeedLike = None):
     """Crop boxes ``[N, 4]`` = (top, left, height, width) in whole pixels, float32.
 
-    torchvision ``RandomResizedCrop.get_params`` per image (METHODS §5.6): area fraction
+    torchvision ``RandomResizedCrop.get_params`` per image (docs/METHODS.md §5.6): area fraction
     ~ U(scale), log aspect ratio ~ U(log ratio), ``w = round(sqrt(area * r))``,
     ``h = round(sqrt(area / r))``, the first of 10 tries that fits wins; if none fits, a centre
     crop of the whole image clamped to the ratio range.
@@ -173,7 +174,7 @@ def resized_crop(images, boxes, size, flip=None):
     """Crop ``boxes`` out of ``images`` and resize to ``size`` (bilinear), optionally flipped.
 
     torchvision ``F.resized_crop`` on PIL images followed by ``hflip`` where ``flip`` is true
-    (METHODS §5.6). One separable resampling per image, as two batched matrix products.
+    (docs/METHODS.md §5.6). One separable resampling per image, as two batched matrix products.
 
     Args:
         images: float ``[N, H, W, C]``.
@@ -415,7 +416,7 @@ def gaussian_kernel(sigma, kernel_size: int):
 
 def gaussian_blur(images, sigma, kernel_size: int):
     """Gaussian blur with a fixed odd ``kernel_size`` and per-image ``sigma`` (scalar or
-    ``[N]``), like MIX'EM's ``cv2.GaussianBlur(img, (k, k), sigma)`` (METHODS §1.3).
+    ``[N]``), like MIX'EM's ``cv2.GaussianBlur(img, (k, k), sigma)`` (docs/METHODS.md §1.3).
 
     Border: ``reflect`` (``d c b | a b c d | c b a``, edge pixel not repeated), which is
     OpenCV's default ``BORDER_REFLECT_101``. The kernel radius must be smaller than H and W.

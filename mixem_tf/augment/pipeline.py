@@ -37,7 +37,7 @@ def _prepare(images, config):
 
 def preprocess(images, config: AugmentConfig):
     """Evaluation path: the same channel conversion, resize and normalisation as the views,
-    no randomness (METHODS §1.6: evaluation must use the training normalisation).
+    no randomness (docs/METHODS.md §1.6: evaluation must use the training normalisation).
 
     Args:
         images: uint8 ``[N, H, W, C]`` (``C`` 1 or 3), or float holding values in ``[0, 255]``.
@@ -54,10 +54,11 @@ def preprocess(images, config: AugmentConfig):
 
 @keras.saving.register_keras_serializable("mixem_tf")
 class Augmenter(keras.layers.Layer):
-    """Draws one augmented view per call (METHODS §1.3 / §2.3 / §3.3, torchvision semantics).
+    """Draws one augmented view per call (docs/METHODS.md §1.3 / §2.3 / §3.3, torchvision
+    semantics).
 
     Args:
-        config: an :class:`AugmentConfig`, e.g. from :func:`preset`.
+        config: an :class:`AugmentConfig`, e.g. a method's ``augmentation(dataset)``.
         seed: int or ``None``; one seed gives the same sequence of views.
 
     The layer owns a ``keras.random.SeedGenerator`` whose state advances on every call (also
@@ -68,7 +69,7 @@ class Augmenter(keras.layers.Layer):
     Output: float32 ``[N, h, w, C_out]``, normalised.
 
     Example:
-        >>> augmenter = Augmenter(preset("mixem", "cifar10"), seed=0)
+        >>> augmenter = Augmenter(MixEM.augmentation("cifar10"), seed=0)
         >>> view_a, view_b = augmenter(batch), augmenter(batch)
     """
 

@@ -234,7 +234,7 @@ class ImageDataset:
         and each batch is gathered by fancy indexing (a copy); pass a different seed per epoch
         (e.g. ``seed=base_seed + epoch``). Without `shuffle`, batches are read-only views in
         storage order. `drop_remainder` drops the last, short batch (fixed-B losses need it,
-        METHODS.md §5.12).
+        docs/METHODS.md §5.12).
 
         Raises:
             ValueError: batch_size < 1, or batch_size > len(self) with drop_remainder.

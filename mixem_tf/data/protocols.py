@@ -1,11 +1,11 @@
-"""Train/evaluation protocols (METHODS.md §5.1): which images train, which are scored.
+"""Train/evaluation protocols (docs/METHODS.md §5.1): which images train, which are scored.
 
-Each method declares its paper's protocol (`ClusteringMethod.protocol`).
+Each method declares its paper's protocol (`MethodDeclaration.protocol`).
 
-- ``train_on="whole"``: train + test concatenated (MiCE, method 3, MIX'EM, SimCLR + K-means);
+- ``train_on="whole"``: train + test concatenated (MiCE, cdec, MIX'EM, SimCLR + K-means);
   ``"train"``: the train split only.
 - ``evaluate_on="test"``: the test split (MIX'EM, §1.4); ``"all"``: train + test (MiCE §2.4,
-  method 3 §3.4).
+  cdec §3.4).
 - ``include_unlabeled=True`` (STL-10 only) adds the 100k unlabeled images to training, never
   to evaluation. No paper protocol here uses it (MIX'EM's "STL10" option does).
 

@@ -16,9 +16,9 @@ plus its loader (a `TfdsSource` in `tfds_source.py`, or a branch of `_load_store
 | ``folder:PATH`` | Pillow | all | 96×96×3 by default | sub-folders |
 
 Every name also accepts ``split="all"``: train + test concatenated (never STL-10's unlabeled
-images). Single-split sources (``digits``, ``folder:``) return their whole set for ``"all"``,
-``"train"`` and ``"test"`` alike, so a protocol that trains and evaluates on "different"
-splits of them trains and evaluates on the same images.
+images). Single-split sources (``digits``, ``folder:``) have one split, ``"all"``; ``"train"``
+(the default) returns it too, and ``"test"`` is an error (there are no held-out images). A
+protocol on them trains and evaluates on the same images (`load_protocol`).
 
 Fashion-MNIST is read from IDX files (`mixem_tf.data.idx`) whenever they exist, first in
 `data_dir`, then in the Debian package's directory; only if neither holds them is TFDS used.
@@ -186,8 +186,11 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def _check_split(info: DatasetInfo, split: str) -> str:
     valid = list(info.splits)
+    if info.single_split and split == "test":
+        raise ValueError(f"dataset {info.name!r} has one split, 'all', and no held-out test "
+                         "images: ask for split='all'")
     if info.single_split:
-        valid += ["train", "test"]
+        valid += ["train"]
     elif "all" not in valid:
         valid.append("all")
     if split not in valid:
@@ -290,7 +293,8 @@ def load_dataset(
     Args:
         name: one of `DATASET_NAMES` (``folder:PATH`` with a real path).
         split: ``train``, ``test``, ``all`` (train + test), STL-10 ``unlabeled``;
-            single-split sources accept all of train/test/all and return everything.
+            single-split sources (digits, folders) have only ``all`` (``train`` returns it
+            too; ``test`` is a ValueError).
         data_dir: where the data lives: a TFDS data directory, or for Fashion-MNIST a folder
             with the IDX files. None: TFDS's default; Fashion-MNIST also tries
             /usr/share/datasets/fashion-mnist.
@@ -302,7 +306,8 @@ def load_dataset(
             download retries for minutes before failing).
 
     Raises:
-        ValueError: unknown name or split, bad image_size/channels.
+        ValueError: unknown name or split (``test`` of a single-split source), bad
+            image_size/channels.
         DatasetUnavailableError: the data is not here and cannot be fetched as asked.
         FileNotFoundError / NotADirectoryError: a ``folder:`` path that is not a folder.
 

@@ -10,7 +10,7 @@ without network, a TFDS download does not fail fast: it retries for minutes. Pas
 ``download=True`` to let TFDS fetch and prepare the data. Missing data raises
 `DatasetUnavailableError` with the builder, the directory searched and how to provide it.
 
-CIFAR-100-20 (METHODS.md §2.3, §5.2): CIFAR-100 images labelled with the 20 superclasses.
+CIFAR-100-20 (docs/METHODS.md §2.3, §5.2): CIFAR-100 images labelled with the 20 superclasses.
 The labels are ``CIFAR100_TO_20[fine_label]``, the map of MiCE's ``dataset.py`` and MIX'EM's
 ``linear.py`` (identical; it is CIFAR-100's official superclass assignment). TFDS's own
 ``coarse_label`` comes from the same official assignment; `load_tfds` checks that the two

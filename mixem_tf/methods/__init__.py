@@ -1,8 +1,12 @@
-"""Clustering methods as plug-ins: one `ClusteringMethod` subclass each, found by name here.
+"""Clustering methods as plug-ins: one declaration and one model each, found by name here.
 
-A method module registers its class with `@register_method`; `METHODS` answers "which names
-exist" and `method_class` / `build_method` build one. Nothing outside `mixem_tf/methods/` names a
-method.
+Importing this package loads no framework: it registers each method's declaration
+(`mixem_tf/methods/declarations/`: name, options, recipes, protocol, search space), which is
+all `--help`, `TrainConfig.resolved()` and `trainers.tune` read. A method's Keras model
+(`mixem_tf/methods/NAME.py`) is imported when one is built (`method_class`, `build_method`) or
+when it is asked for by name here (`from mixem_tf.methods import MixEM`). Adding a method: its
+declaration module (imported below) and its model module. Nothing outside
+`mixem_tf/methods/` names a method.
 
 Example:
     >>> sorted(METHODS)
@@ -12,20 +16,30 @@ Example:
 
 from __future__ import annotations
 
-from mixem_tf.methods.base import CLEAN, ClusteringMethod
-from mixem_tf.methods.registry import METHODS, method_class, register_method
-from mixem_tf.methods.cdec import CDEC  # each method module registers itself on import
-from mixem_tf.methods.mice import MiCE
-from mixem_tf.methods.mixem import MixEM
-from mixem_tf.methods.scan import SCAN
-from mixem_tf.methods.selflabel import SelfLabel
-from mixem_tf.methods.simclr import SimCLR
+from mixem_tf.methods.declaration import MethodDeclaration
+from mixem_tf.methods.registry import (METHODS, import_models, method_class,
+                                       method_declaration, register_method)
+from mixem_tf.methods.declarations import (  # noqa: F401  (each registers its method)
+    cdec, mice, mixem, scan, selflabel, simclr)
 
-__all__ = ["CDEC", "CLEAN", "METHODS", "ClusteringMethod", "MiCE", "MixEM", "SCAN",
-           "SelfLabel", "SimCLR", "build_method", "method_class", "register_method"]
+__all__ = ["CDEC", "CLEAN", "METHODS", "ClusteringMethod", "MethodDeclaration", "MiCE", "MixEM",
+           "SCAN", "SelfLabel", "SimCLR", "build_method", "import_models", "method_class",
+           "method_declaration", "register_method"]
+
+#: Names importable from here whose modules load Keras, imported on first use.
+_MODELS = {"CLEAN": "base", "ClusteringMethod": "base", "CDEC": "cdec", "MiCE": "mice",
+           "MixEM": "mixem", "SCAN": "scan", "SelfLabel": "selflabel", "SimCLR": "simclr"}
 
 
-def build_method(config, input_shape, num_clusters: int) -> ClusteringMethod:
+def __getattr__(name):
+    if name not in _MODELS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"{__name__}.{_MODELS[name]}"), name)
+
+
+def build_method(config, input_shape, num_clusters: int):
     """The model of a resolved `TrainConfig` for images of `input_shape` (H, W, C)."""
     from mixem_tf.backbones import build_backbone
 

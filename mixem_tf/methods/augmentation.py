@@ -1,7 +1,7 @@
 """Each method's view pipeline per dataset: the papers' augmentation settings as data.
 
-A method names its pipeline (`ClusteringMethod.pipeline`); `view_config` turns that pipeline and
-a dataset into an `AugmentConfig`. Sources (``../shared/METHODS.md``):
+A method names its pipeline (`MethodDeclaration.pipeline`); `view_config` turns that pipeline and
+a dataset into an `AugmentConfig`. Sources (``docs/METHODS.md``):
 
 * ``"simclr"`` (MIX'EM and its SimCLR baseline) — MIX'EM ``dataset_wrapper.py`` (§1.3): scale
   (0.08, 1), flip, ColorJitter(0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale p 0.2, blur p 0.5 with
@@ -9,15 +9,15 @@ a dataset into an `AugmentConfig`. Sources (``../shared/METHODS.md``):
   for STL-10 and every other dataset.
 * ``"mice"`` — MiCE ``train_MiCE.py`` / ``util.py`` (§2.3): scale (0.2, 1), grayscale p 0.2,
   ColorJitter(0.4, 0.4, 0.4, 0.4) always, flip, no blur; MiCE's per-dataset mean and std (grey
-  datasets: their own statistics, not from METHODS).
-* ``"cdec"`` (method 3) — ``transform_sic.py`` (§3.3): scale (0.08, 1), flip,
+  datasets: their own statistics, not from docs/METHODS.md).
+* ``"cdec"`` — ``transform_sic.py`` (§3.3): scale (0.08, 1), flip,
   ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8 (s = 0.5, its CIFAR-10 setting, used for every
   dataset here), grayscale p 0.2, no blur (the original blurs only ImageNet-10/dogs), no
   normalisation.
 
 On grey datasets saturation, hue and grayscale are off (they do nothing to one channel);
 ``mnist`` and ``digits`` never flip; ``digits`` uses the milder crop scale
-:data:`DIGITS_CROP_SCALE` (not from METHODS). The blur kernel follows the output size
+:data:`DIGITS_CROP_SCALE` (not from docs/METHODS.md). The blur kernel follows the output size
 (28 px → 3, 8 px → below 3, so no blur).
 """
 
@@ -28,14 +28,15 @@ from mixem_tf.data.registry import FOLDER_KEY, dataset_facts, dataset_key
 
 __all__ = ["DIGITS_CROP_SCALE", "PIPELINES", "view_config"]
 IDENTITY = ((0.0,), (1.0,))
-# MIX'EM dataset_wrapper.py (METHODS §1.3). Its CIFAR-10 std is the widely copied
+# MIX'EM dataset_wrapper.py (docs/METHODS.md §1.3). Its CIFAR-10 std is the widely copied
 # (0.2023, 0.1994, 0.2010), kept here for fidelity.
 MIXEM_NORMALISATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100_20": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
 }
-# MiCE util.py (METHODS §2.3). The grey datasets are not in MiCE; they get their own
-# statistics so that MiCE's "normalise by dataset statistics" still holds (not from METHODS):
+# MiCE util.py (docs/METHODS.md §2.3). The grey datasets are not in MiCE; they get their own
+# statistics so that MiCE's "normalise by dataset statistics" still holds (not from
+# docs/METHODS.md):
 # MNIST and Fashion-MNIST the usual train-set values, digits computed on sklearn's 1797 images.
 MICE_NORMALISATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),

@@ -1,8 +1,9 @@
 """The base every method subclasses: named views on device, loss terms, hooks, read-outs.
 
-A method is a plug-in: the class declares its name, options, recipe per dataset, views, schedule
-and read-out rows, and overrides the hooks it needs; the one training loop (`train_run`) and the
-exporters only talk to this interface.
+A method is a plug-in: its declaration (`MethodDeclaration`: name, options, recipes, protocol)
+and its model, a subclass of that declaration and of `ClusteringMethod`, which declares views,
+schedule and read-out rows and overrides the hooks it needs; the one training loop
+(`train_run`) and the exporters only talk to this interface.
 
 Keras' own training step (TensorFlow or JAX) calls `call(images, training=True)`, which turns the
 uint8 batch into the method's named views on the accelerator and forwards each
@@ -38,7 +39,7 @@ import keras
 from keras import ops
 
 from mixem_tf.augment import AugmentConfig, Augmenter, preprocess
-from mixem_tf.methods.augmentation import view_config
+from mixem_tf.methods.declaration import MethodDeclaration
 from mixem_tf.methods.options import MethodOptions
 from mixem_tf.readouts import ReadoutSpec
 
@@ -56,34 +57,20 @@ def _scale_for_replicas(value):
     return value if replicas == 1 else value / replicas
 
 
-class ClusteringMethod(keras.Model):
+class ClusteringMethod(MethodDeclaration, keras.Model):
     """Backbone + named views + per-term loss tracking, shared by every method.
 
-    Class attributes a method sets:
-        name, title: registry name (`--method`) and display name.
-        Options: its `MethodOptions` dataclass.
-        pipeline: its view pipeline (a key of `methods.augmentation.PIPELINES`).
+    Class attributes a method sets, beyond its declaration's (`MethodDeclaration`):
         views: view names, in the order they are drawn; `CLEAN` is the un-augmented image,
             any other name an independent augmented view.
-        protocol: its paper's train/evaluation data ({"train_on", "evaluate_on"}).
         loss_names: the names of `loss_terms`' entries, logged each epoch.
         feature_names: evaluation outputs; readout_features: those K-means clusters.
         readout_kinds: the read-out kinds (`mixem_tf.readouts.READOUT_KINDS`) fitted on each
             of `readout_features`, raw and L2-normalised.
         own_readouts: (feature, kind) of the method's own assignments (an argmax of a
             probability vector the network outputs).
-        default_readout: {"feature", "normalize", "clustering"} of its default read-out row.
         embedding_feature: the feature an export gives as `embedding` when it serves one of
             the method's own (argmax) read-outs.
-        search_space: what `trainers.tune` may tune, {setting: range}: a setting is a
-            `TrainConfig` field ("lr"), an option ("temperature") or an entry of a dict option
-            ("term_weights.pull"); a range is {"min", "max", "sampling": "linear"|"log"}
-            (a float, or an int when both ends are ints) or {"values": [...]}
-            (`mixem_tf.tuning.space` checks it).
-        tuning_objective: `trainers.tune`'s default label-free objective for the method (a
-            name of `mixem_tf.tuning.objectives.OBJECTIVES`): the consensus, the one objective
-            that ranked trials positively in every measured study, unless the method
-            measured a better one (docs/BENCHMARKS.md, "keras-tuner objectives").
 
     Attributes:
         backbone: a Keras model mapping float images [N, H, W, C] to h [N, D].
@@ -92,50 +79,24 @@ class ClusteringMethod(keras.Model):
         options: the method's `Options`.
         num_clusters: K.
         coupled_weight_decay: λ of the L2 term (λ/2)·Σ‖w‖² added to the loss, as PyTorch's
-            `weight_decay` (METHODS.md §5.3); 0 disables it.
+            `weight_decay` (docs/METHODS.md §5.3); 0 disables it.
         epoch: the epoch being trained (an int variable set by `on_train_epoch_begin`), for
             terms scheduled by epoch; part of the model state on either backend.
     """
 
-    name: ClassVar[str] = ""
-    title: ClassVar[str] = ""
-    Options: ClassVar[type[MethodOptions]] = MethodOptions
-    pipeline: ClassVar[str] = "simclr"
     views: ClassVar[tuple[str, ...]] = ("a", "b")
-    protocol: ClassVar[dict] = {"train_on": "whole", "evaluate_on": "test"}
     loss_names: ClassVar[tuple[str, ...]] = ()
     feature_names: ClassVar[tuple[str, ...]] = ("h",)
     readout_features: ClassVar[tuple[str, ...] | None] = None  # default: feature_names
     readout_kinds: ClassVar[tuple[str, ...]] = ("kmeans",)
     own_readouts: ClassVar[tuple[tuple[str, str], ...]] = ()
-    default_readout: ClassVar[dict] = {"feature": "h", "normalize": True, "clustering": "kmeans"}
     embedding_feature: ClassVar[str] = "h"  # exported as `embedding` beside an argmax read-out
-    search_space: ClassVar[dict] = {"lr": {"min": 1e-4, "max": 1e-2, "sampling": "log"}}
-    tuning_objective: ClassVar[str] = "consensus"
 
     # -- what a method declares about runs -----------------------------------------------
     @classmethod
-    def source_settings(cls, source_dir) -> dict:
-        """`TrainConfig` fields a run of this method takes from its `--init-from` run when the
-        user leaves them unset (the data, resolution, backbone, K of a stage that refines that
-        run); none by default."""
-        return {}
-
-    @classmethod
-    def check_source(cls, config) -> None:
-        """Before anything is written: ValueError (one line) if `config.init_from` cannot
-        start this method (or is missing where the method needs one); nothing by default."""
-
-    @classmethod
-    def recipe(cls, dataset: str) -> dict:
-        """The method's run settings on `dataset`: `TrainConfig` fields and, under "options",
-        its own options; the user's settings override them. ValueError for an unknown dataset."""
-        raise NotImplementedError
-
-    @classmethod
-    def augmentation(cls, dataset: str, image_size=None) -> AugmentConfig:
-        """The augmented views' settings on `dataset` at `image_size` (None: native)."""
-        return view_config(cls.pipeline, dataset, image_size)
+    def model_class(cls):
+        """The model is its own model class (so a model registered directly also builds)."""
+        return cls
 
     @classmethod
     def learning_rate(cls, config, steps_per_epoch: int):

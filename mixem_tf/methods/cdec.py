@@ -1,5 +1,5 @@
-"""cdec: contrastive learning + DEC cluster centres + an anchor loss (method 3; Sundareswaran,
-Herrera-Gerena, Just, Jannesari, arXiv 2109.12714; METHODS.md §3).
+"""cdec: contrastive learning + DEC cluster centres + an anchor loss (Sundareswaran,
+Herrera-Gerena, Just, Jannesari, arXiv 2109.12714; docs/METHODS.md §3).
 
 Three inputs per image: the clean view x (resize only) and two augmented views x^a, x^b.
     α · NT-Xent(z^a, z^b)                                   instance loss, τ = 0.5
@@ -19,32 +19,19 @@ statistics there), and K is the run's, not a hard-coded 10.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import keras
 import numpy as np
 from keras import ops
 
 from mixem_tf.heads import ProjectionHead, StudentTAssignment
 from mixem_tf.losses import NTXentLoss, dec_target, kl_divergence
 from mixem_tf.methods.base import CLEAN, ClusteringMethod
-from mixem_tf.methods.options import MethodOptions, option
-from mixem_tf.methods.registry import register_method
-from mixem_tf.recipes import dataset_recipe, recipe_table
+from mixem_tf.methods.declarations.cdec import CDECDeclaration
 
 __all__ = ["CDEC"]
 
-# The official recipe (config.yaml, train.py): ResNet-34 with the ImageNet stem, Adam 3e-4, no
-# weight decay, batch 128, 2000 epochs. The small datasets have none; theirs trains in minutes
-# on a 2-core CPU with the small ConvNet at MIX'EM's small-recipe budget (equal epochs).
-PAPER = {"backbone": "resnet34", "stem": "imagenet", "optimizer": "adam", "lr": 3e-4,
-         "weight_decay": 0.0, "batch_size": 128, "epochs": 2000}
-SMALL = {"backbone": "convnet", "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
-         "batch_size": 256}
-RECIPES = recipe_table(PAPER, SMALL)
-
-
-@register_method
-class CDEC(ClusteringMethod):
+@keras.saving.register_keras_serializable("mixem_tf")
+class CDEC(CDECDeclaration, ClusteringMethod):
     """Backbone + instance projection head (512 → 512 → ReLU → 128, L2) + DEC centres in h.
 
     Example:
@@ -52,37 +39,12 @@ class CDEC(ClusteringMethod):
         ...              CDEC.augmentation("cifar10"), num_clusters=10)
     """
 
-    name, title = "cdec", "cdec"
-
-    @dataclass
-    class Options(MethodOptions):
-        temperature: float = option(0.5, "NT-Xent temperature τ", positive=True)
-        projection_dim: int = option(128, "projection head output size", positive=True)
-        hidden_dim: int = option(512, "hidden width of the heads (paper: 512)", positive=True)
-        instance_weight: float = option(1.0, "α, weight of the instance (NT-Xent) loss",
-                                        minimum=0)
-        cluster_weight: float = option(1.0, "β, weight of the DEC clustering loss", minimum=0)
-        anchor_weight: float = option(1.0, "γ, weight of the anchor loss", minimum=0)
-        student_t_alpha: float = option(1.0, "degrees of freedom of the Student-t kernel",
-                                        positive=True)
-
-    pipeline = "cdec"
     views = (CLEAN, "a", "b")
-    protocol = {"train_on": "whole", "evaluate_on": "all"}
     loss_names = ("nt_xent", "cluster", "anchor")
     feature_names = ("h", "z", "q")
     readout_features = ("h", "z")
     own_readouts = (("q", "argmax"),)
-    default_readout = {"feature": "q", "normalize": False, "clustering": "argmax"}
     embedding_feature = "z"
-    # α, β, γ log-uniform over a decade either side of the official 1, and the learning rate.
-    search_space = {**ClusteringMethod.search_space, **{
-        name: {"min": 0.1, "max": 10.0, "sampling": "log"}
-        for name in ("instance_weight", "cluster_weight", "anchor_weight")}}
-
-    @classmethod
-    def recipe(cls, dataset):
-        return dataset_recipe(RECIPES, dataset)
 
     def __init__(self, backbone, augment_config, **kwargs):
         super().__init__(backbone, augment_config, **kwargs)
@@ -118,7 +80,8 @@ class CDEC(ClusteringMethod):
 
     def monitors(self, images, out_dir):
         from mixem_tf.callbacks import ClusterSizeMonitor
+        from mixem_tf.runs import OCCUPANCY_FILE
 
-        return [ClusterSizeMonitor(images[:2048], "q", out_dir and out_dir / "occupancy.jsonl",
+        return [ClusterSizeMonitor(images[:2048], "q", out_dir and out_dir / OCCUPANCY_FILE,
                                    what="centre", advice="start from a SimCLR run with "
                                    "--init-from, or raise --cluster-weight")]

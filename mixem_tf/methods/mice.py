@@ -1,4 +1,4 @@
-"""MiCE: mixture of contrastive experts (Tsai, Li, Zhu, ICLR 2021; METHODS.md §2).
+"""MiCE: mixture of contrastive experts (Tsai, Li, Zhu, ICLR 2021; docs/METHODS.md §2).
 
 Three augmented views per image: the student's K expert embeddings f_k of x¹, the EMA
 teacher's expert embeddings v_k of x² (no gradient) and the student's gating embedding g of x³.
@@ -8,7 +8,7 @@ teacher's expert embeddings v_k of x² (no gradient) and the student's gating em
     r = softmax_k(log π_k + log φ_k)                                 posterior (E-step)
     L = −(1/B) Σ_i logsumexp_k(log π_ik + log φ_ik)                  negative ELBO
 The last line equals the official −Σ r (log π + log φ − log r) with r the exact posterior, in
-log-space (METHODS.md §2.2). After the loss, the batch's teacher keys enter the FIFO queue Q;
+log-space (docs/METHODS.md §2.2). After the loss, the batch's teacher keys enter the FIFO queue Q;
 after the optimiser step the teacher follows the student, θ_T ← m θ_T + (1 − m) θ_S
 (parameters only; the teacher's BatchNorm keeps its own statistics, from batch statistics in
 training mode); at each epoch end μ_k ← c_k/‖c_k‖ with c_k the epoch's sum of teacher keys v_k
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -36,9 +35,7 @@ from keras import ops
 from mixem_tf.distributed import gather_replicas, replica_info
 from mixem_tf.heads import _torch_uniform
 from mixem_tf.methods.base import ClusteringMethod
-from mixem_tf.methods.options import MethodOptions, option
-from mixem_tf.methods.registry import register_method
-from mixem_tf.recipes import dataset_recipe, recipe_table
+from mixem_tf.methods.declarations.mice import MiCEDeclaration, milestones
 from mixem_tf.schedules import WarmupThenStep
 
 __all__ = ["MiCE", "MiCEHeads", "negative_elbo", "simplex_prototypes"]
@@ -80,7 +77,7 @@ def _logsumexp_last(x):
 
 
 def negative_elbo(f, v, g, mu, queue, omega, tau: float, kappa: float) -> dict:
-    """MiCE's negative ELBO and its parts, in float32 (METHODS.md §2.2).
+    """MiCE's negative ELBO and its parts, in float32 (docs/METHODS.md §2.2).
 
     Args:
         f: student expert embeddings [B, K, D]; v: teacher expert embeddings [B, K, D];
@@ -107,7 +104,7 @@ def negative_elbo(f, v, g, mu, queue, omega, tau: float, kappa: float) -> dict:
 
 @keras.saving.register_keras_serializable("mixem_tf")
 class MiCEHeads(keras.layers.Layer):
-    """MiCE's K expert heads and its gating head on h (METHODS.md §2.1): one Linear h → D each,
+    """MiCE's K expert heads and its gating head on h (docs/METHODS.md §2.1): one Linear h → D each,
     L2-normalised, initialised as PyTorch's `nn.Linear`; the experts as one batched product.
 
     Returns {"f": experts [N, K, D], "g": gating [N, D]}, float32.
@@ -137,50 +134,8 @@ class MiCEHeads(keras.layers.Layer):
                 "embedding_dim": self.embedding_dim}
 
 
-def _milestones(text: str) -> list[int]:
-    """"480,640,800" → [480, 640, 800]; "" → []. ValueError unless increasing ints >= 1."""
-    try:
-        epochs = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"lr_milestones must be epochs separated by commas, e.g. "
-                         f"'480,640,800', got {text!r}") from None
-    if any(e < 1 for e in epochs) or epochs != sorted(set(epochs)):
-        raise ValueError(f"lr_milestones must be increasing epochs >= 1, got {text!r}")
-    return epochs
-
-
-# The paper recipe (train_MiCE.py, util.py; METHODS.md §2.3): ResNet-34, SGD lr 1.0, momentum
-# 0.9, coupled L2 1e-4 on everything including μ, batch 256, warm-up over 10 epochs, ×0.1 at
-# the milestones. Its loop runs epochs 0..E inclusive, so `--epochs 1000` trains 1001 epochs.
-PAPER = {"backbone": "resnet34", "optimizer": "sgd", "lr": 1.0, "weight_decay": 1e-4,
-         "batch_size": 256}
-CIFAR = {**PAPER, "stem": "cifar", "image_size": 32, "epochs": 1001,
-         "options": {"lr_milestones": "480,640,800"}}
-# Small datasets (no published recipe), sized for a 2-core CPU with the small ConvNet: a queue
-# below the dataset size (16,384 keys would hold each digit ~9 times), a faster teacher (an
-# epoch has few steps: digits 7, so m = 0.999 would lag ~140 epochs) and τ = κ = 0.5. Measured
-# on digits, posterior ACC at 40 epochs, seeds 0/1/2: 0.943/0.893/0.767 with these settings
-# against 0.788/0.752 (seeds 0/1) with τ = κ = 1, m = 0.99; at 60 epochs, seed 0, τ = κ = 1:
-# m = 0.99 0.786, m = 0.9 0.819, ν = 512 0.834; τ = κ = 0.5: m = 0.99 0.863, m = 0.9 0.938;
-# τ = κ = 0.2: 0.752. MNIST and Fashion-MNIST use the same settings, not measured there.
-SMALL = {"backbone": "convnet", "optimizer": "sgd", "lr": 1.0, "weight_decay": 1e-4,
-         "batch_size": 256, "options": {"queue_size": 1024, "ema_momentum": 0.9,
-                                        "temperature": 0.5, "gating_temperature": 0.5,
-                                        "lr_milestones": ""}}
-# Every small dataset (`DATASET_FACTS`) gets SMALL; the paper datasets their own recipes;
-# folders SMALL at 32 px for 60 epochs.
-RECIPES = {
-    **recipe_table(PAPER, SMALL),
-    "cifar10": CIFAR,
-    "cifar100_20": CIFAR,
-    "stl10": {**PAPER, "stem": "imagenet", "image_size": 96, "epochs": 3001,
-              "options": {"lr_milestones": "1500,2000,2500"}},
-    "folder": {**SMALL, "epochs": 60, "image_size": 32},
-}
-
-
-@register_method
-class MiCE(ClusteringMethod):
+@keras.saving.register_keras_serializable("mixem_tf")
+class MiCE(MiCEDeclaration, ClusteringMethod):
     """Student (backbone + `MiCEHeads`), EMA teacher, fixed simplex gating prototypes ω,
     expert prototypes μ and a FIFO queue of teacher keys; loss `negative_elbo`.
 
@@ -194,55 +149,19 @@ class MiCE(ClusteringMethod):
         ...              num_clusters=10)
     """
 
-    name, title = "mice", "MiCE"
-
-    @dataclass
-    class Options(MethodOptions):
-        temperature: float = option(1.0, "expert temperature τ (paper: 1.0)", positive=True)
-        gating_temperature: float = option(1.0, "gating temperature κ (paper: κ = τ = 1.0)",
-                                           positive=True)
-        queue_size: int = option(16384, "negative keys per expert ν (paper: 16384); keep it "
-                                 "below the number of training images", positive=True)
-        ema_momentum: float = option(0.999, "teacher EMA momentum m (paper: 0.999)",
-                                     minimum=0.0)
-        embedding_dim: int = option(128, "expert and gating embedding size D (paper: 128)",
-                                    positive=True)
-        warmup_epochs: int = option(10, "linear learning-rate warm-up epochs; epoch 0 runs at "
-                                    "rate 0 (paper: 10)", minimum=0)
-        lr_milestones: str = option("480,640,800", "epochs after which the rate is multiplied "
-                                    "by lr_decay, comma-separated (paper: CIFAR 480,640,800, "
-                                    "STL-10 1500,2000,2500)")
-        lr_decay: float = option(0.1, "learning-rate factor at each milestone", positive=True)
-
-        def check(self):
-            if self.ema_momentum >= 1.0:
-                raise ValueError(f"ema_momentum must be below 1, got {self.ema_momentum}")
-            _milestones(self.lr_milestones)
-
-    pipeline = "mice"
     views = ("student", "teacher", "gating")  # x¹ → f, x² → v (teacher), x³ → g
-    protocol = {"train_on": "whole", "evaluate_on": "all"}
     loss_names = ("neg_elbo",)
     diagnostics = ("expected_log_prior", "expected_log_likelihood", "posterior_entropy")
     feature_names = ("h", "r", "pi")
     readout_features = ("h",)
     own_readouts = (("r", "argmax"), ("pi", "argmax"))
-    default_readout = {"feature": "r", "normalize": False, "clustering": "argmax"}
     embedding_feature = "h"
-    # The temperatures, around the paper's τ = κ = 1.0 and the small recipe's 0.5.
-    search_space = {**ClusteringMethod.search_space,
-                    "temperature": {"min": 0.1, "max": 2.0, "sampling": "log"},
-                    "gating_temperature": {"min": 0.1, "max": 2.0, "sampling": "log"}}
-
-    @classmethod
-    def recipe(cls, dataset):
-        return dataset_recipe(RECIPES, dataset)
 
     @classmethod
     def learning_rate(cls, config, steps_per_epoch):
         options = config.options
         return WarmupThenStep(config.lr, steps_per_epoch, options["warmup_epochs"],
-                              _milestones(options["lr_milestones"]), options["lr_decay"])
+                              milestones(options["lr_milestones"]), options["lr_decay"])
 
     def __init__(self, backbone, augment_config, *, num_clusters, **kwargs):
         super().__init__(backbone, augment_config, num_clusters=num_clusters, **kwargs)
@@ -387,7 +306,8 @@ class MiCE(ClusteringMethod):
 
     def monitors(self, images, out_dir):
         from mixem_tf.callbacks import ClusterSizeMonitor
+        from mixem_tf.runs import OCCUPANCY_FILE
 
-        return [ClusterSizeMonitor(images[:2048], "r", out_dir and out_dir / "occupancy.jsonl",
+        return [ClusterSizeMonitor(images[:2048], "r", out_dir and out_dir / OCCUPANCY_FILE,
                                    what="expert", advice="lower the learning rate or raise "
                                    "the queue size")]

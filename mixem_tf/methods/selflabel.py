@@ -19,7 +19,6 @@ to the source's default read-out (a multinomial logistic regression on h). Offic
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
 import keras
 from keras import ops
@@ -27,56 +26,18 @@ from keras import ops
 from mixem_tf.augment import preprocess
 from mixem_tf.losses import confidence_cross_entropy
 from mixem_tf.methods.base import CLEAN
-from mixem_tf.methods.options import MethodOptions, option
-from mixem_tf.methods.registry import register_method
-from mixem_tf.methods.stages import SourceStage, source_assignments, stage_recipes
-from mixem_tf.recipes import dataset_recipe
+from mixem_tf.methods.declarations.selflabel import SelfLabelDeclaration
+from mixem_tf.methods.stages import SourceStage, source_assignments
 
 __all__ = ["SelfLabel"]
 
-PAPER = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "batch_size": 1000,
-         "epochs": 200}
-SMALL = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "batch_size": 256}
-RECIPES = stage_recipes(PAPER, SMALL, {"digits": 5, "mnist": 2, "fashion_mnist": 2})
 
-
-@register_method
-class SelfLabel(SourceStage):
-    """Backbone + K-way softmax head trained on its own confident predictions (see the module).
-
-    Example:
-        python -m trainers.fit --method selflabel --init-from runs/scan --out runs/selflabel
-    """
-
-    name, title = "selflabel", "self-labelling"
-
-    @dataclass
-    class Options(MethodOptions):
-        confidence_threshold: float = option(0.99, "an image is labelled when its max "
-                                             "probability exceeds this (official: 0.99)",
-                                             minimum=0)
-        class_balance: str = option("inverse_count", "weigh each confident class inversely "
-                                    "to its count (official) or not",
-                                    choices=("inverse_count", "none"))
-        strong_ops: int = option(4, "RandAugment ops per strong view (official: 4)",
-                                 minimum=0)
-        cutout: float = option(0.5, "largest cutout side, a fraction of the image side "
-                               "(official: 16 px at 32 px)", minimum=0)
-
-        def check(self):
-            if self.confidence_threshold >= 1:
-                raise ValueError("confidence_threshold must be below 1, got "
-                                 f"{self.confidence_threshold}")
-            if self.cutout > 1:
-                raise ValueError(f"cutout must be at most 1 (the whole side), got {self.cutout}")
+@keras.saving.register_keras_serializable("mixem_tf")
+class SelfLabel(SelfLabelDeclaration, SourceStage):
+    """The SelfLabel model (its declaration: `declarations.selflabel.SelfLabelDeclaration`)."""
 
     views = (CLEAN, "strong")
     loss_names = ("cross_entropy",)
-    protocol = {"train_on": "whole", "evaluate_on": "all"}
-
-    @classmethod
-    def recipe(cls, dataset):
-        return dataset_recipe(RECIPES, dataset)
 
     def __init__(self, backbone, augment_config, **kwargs):
         super().__init__(backbone, augment_config, **kwargs)

@@ -2,26 +2,25 @@
 
 Trained with MIX'EM's recipe and schedule (its code's SimCLR path). The clustering read-out is
 K-means on the L2-normalised backbone representation h, the baseline MIX'EM's abstract reports
-(≈70% ACC on STL-10, METHODS.md §1.4–1.5).
+(≈70% ACC on STL-10, docs/METHODS.md §1.4–1.5).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import keras
 
 from mixem_tf.heads import ProjectionHead
 from mixem_tf.losses import NTXentLoss
 from mixem_tf.methods.base import ClusteringMethod
-from mixem_tf.methods.mixem import constant_then_cosine, mixem_recipe
-from mixem_tf.methods.options import MethodOptions, option
-from mixem_tf.methods.registry import register_method
+from mixem_tf.methods.declarations.simclr import SimCLRDeclaration
+from mixem_tf.methods.mixem import constant_then_cosine
 
 __all__ = ["SimCLR"]
 
 
-@register_method
-class SimCLR(ClusteringMethod):
-    """Two views, NT-Xent at temperature τ on the projection z (METHODS.md §1.2.1).
+@keras.saving.register_keras_serializable("mixem_tf")
+class SimCLR(SimCLRDeclaration, ClusteringMethod):
+    """Two views, NT-Xent at temperature τ on the projection z (docs/METHODS.md §1.2.1).
 
     Defaults follow MIX'EM's code for its SimCLR path: head 512 → 512 → ReLU → 32, τ = 0.5.
 
@@ -30,27 +29,8 @@ class SimCLR(ClusteringMethod):
         ...                SimCLR.augmentation("cifar10"), num_clusters=10)
     """
 
-    name, title = "simclr", "SimCLR"
-
-    @dataclass
-    class Options(MethodOptions):
-        temperature: float = option(0.5, "NT-Xent temperature τ", positive=True)
-        projection_dim: int = option(32, "projection head output size", positive=True)
-        hidden_dim: int = option(512, "hidden width of the heads (paper: 512)", positive=True)
-        constant_epochs: int = option(10, "epochs at the base learning rate before cosine "
-                                      "annealing (official: 10)", minimum=0)
-
     loss_names = ("nt_xent",)
     feature_names = ("h", "z")
-    search_space = {**ClusteringMethod.search_space,
-                    "temperature": {"min": 0.1, "max": 1.0, "sampling": "log"}}
-
-    @classmethod
-    def recipe(cls, dataset):
-        recipe = mixem_recipe(dataset)
-        recipe.pop("options", None)  # MIX'EM's term weights
-        return recipe
-
     learning_rate = classmethod(constant_then_cosine)
 
     def __init__(self, backbone, augment_config, **kwargs):

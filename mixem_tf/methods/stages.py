@@ -12,33 +12,14 @@ the read-out table.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 from keras import ops
 
 from mixem_tf.augment.strong import StrongAugmenter
 from mixem_tf.heads import ClusterHead
 from mixem_tf.methods.base import ClusteringMethod
-from mixem_tf.recipes import DATASET_KEYS
 
-__all__ = ["SourceStage", "source_assignments", "stage_recipes"]
-
-#: The settings a stage takes from its source run when the user leaves them unset.
-INHERITED = ("data_dir", "train_on", "evaluate_on", "image_size", "backbone",
-             "backbone_width", "stem")
-#: The settings that must equal the source's (the backbone's weights and the data must fit).
-MUST_MATCH = ("dataset", "image_size", "backbone", "backbone_width", "stem")
-
-
-def stage_recipes(paper: dict, small: dict, small_epochs: dict) -> dict:
-    """A stage's recipes: `paper` (the official one) for STL-10, CIFAR and folders, `small`
-    with `small_epochs[dataset]` for MNIST, Fashion-MNIST and digits."""
-    recipes = {key: dict(paper) for key in DATASET_KEYS}
-    for key, epochs in small_epochs.items():
-        recipes[key] = {**small, "epochs": epochs}
-    return recipes
-
+__all__ = ["SourceStage", "source_assignments"]
 
 def source_assignments(source_dir, images, choice: str | None = None):
     """(cluster ids of `images` [N], features [N, D], read-out) under the source run's read-out
@@ -61,94 +42,10 @@ def source_assignments(source_dir, images, choice: str | None = None):
 
 
 class SourceStage(ClusteringMethod):
-    """Backbone + `ClusterHead`; a stage of SCAN started from another run (see the module).
-
-    Class attributes a stage sets besides `ClusteringMethod`'s:
-        readout_option: the name of its option that picks the source read-out it reads
-            (None: it reads the source's default read-out).
-    """
+    """Backbone + `ClusterHead`; a stage of SCAN started from another run (see the module;
+    its declaration: `declarations.stages.StageDeclaration`)."""
 
     feature_names = ("h", "p")
     readout_features = ("h",)
     own_readouts = (("p", "argmax"),)
-    default_readout = {"feature": "p", "normalize": False, "clustering": "argmax"}
     embedding_feature = "h"
-    readout_option: ClassVar[str | None] = None
-
-    @classmethod
-    def source_settings(cls, source_dir) -> dict:
-        from mixem_tf.runs import load_run_config
-
-        saved = load_run_config(source_dir, flag="--init-from")
-        settings = saved["settings"]
-        return {**{key: settings.get(key) for key in INHERITED},
-                "clusters": saved["num_clusters"]}
-
-    @classmethod
-    def check_source(cls, config) -> None:
-        from mixem_tf.readouts import load_metrics, load_readout
-        from mixem_tf.runs import load_run_config
-
-        if not config.init_from:
-            raise ValueError(f"--method {cls.name} refines a trained run: pass --init-from RUN "
-                             "(e.g. a simclr run)")
-        saved = load_run_config(config.init_from, flag="--init-from")
-        theirs = saved["settings"]
-        for key in MUST_MATCH:
-            if theirs.get(key) != getattr(config, key):
-                raise ValueError(f"--init-from {config.init_from}: its {key} is "
-                                 f"{theirs.get(key)!r}, this run's {getattr(config, key)!r}; "
-                                 f"{cls.name} refines a run on the same data and backbone")
-        if config.clusters != saved["num_clusters"]:
-            raise ValueError(f"--clusters {config.clusters}: {cls.name} keeps the K of its "
-                             f"source run ({saved['num_clusters']} in {config.init_from})")
-        try:
-            load_metrics(config.init_from)
-            choice = config.options.get(cls.readout_option) if cls.readout_option else None
-            load_readout(config.init_from, choice or None)
-        except ValueError as error:
-            raise ValueError(f"--init-from: {error}") from None
-
-    def __init__(self, backbone, augment_config, **kwargs):
-        super().__init__(backbone, augment_config, **kwargs)
-        self.cluster_head = ClusterHead(self.num_clusters)
-        self.strong_augmenter = StrongAugmenter(augment_config, num_ops=self.options.strong_ops,
-                                                cutout_fraction=self.options.cutout,
-                                                seed=self.seed + 1)
-
-    def forward(self, images, training):
-        h = self.backbone(images, training=training)
-        logits = self.cluster_head(h)
-        return {"h": h, "logits": logits, "p": ops.softmax(logits, axis=-1)}
-
-    def fit_head(self, images, labels) -> float:
-        """Sets the head to a multinomial logistic regression of `labels` on h of the clean
-        `images` (the backbone as it is now), so its argmax starts at those clusters; returns
-        the fraction of `labels` the head reproduces."""
-        from sklearn.linear_model import LogisticRegression
-
-        h = np.asarray(self.predict(images, batch_size=256, verbose=0)["h"], np.float64)
-        present = np.unique(labels)
-        fitted = LogisticRegression(max_iter=300).fit(h, labels)
-        kernel = np.zeros((h.shape[1], self.num_clusters))
-        bias = np.full(self.num_clusters, -1e3 if len(present) < self.num_clusters else 0.0)
-        if len(present) == 2:  # scikit-learn's binary model: one logit for the second class
-            kernel[:, present[1]], bias[present] = fitted.coef_[0], (0.0, fitted.intercept_[0])
-        else:
-            kernel[:, present], bias[present] = fitted.coef_.T, fitted.intercept_
-        self.cluster_head.linear.kernel.assign(kernel.astype(np.float32))
-        self.cluster_head.linear.bias.assign(bias.astype(np.float32))
-        return float(np.mean(np.argmax(h @ kernel + bias, axis=1) == labels))
-
-    def copy_head(self, source_dir) -> bool:
-        """Copies the source run's cluster head if it has one (a stage's run); returns whether
-        it did."""
-        from mixem_tf.checkpoints import copy_variables
-        from mixem_tf.runs import load_run
-
-        source = load_run(source_dir, flag="--init-from")[0]
-        if not isinstance(source, SourceStage):
-            return False
-        copy_variables(source.cluster_head.variables, self.cluster_head.variables,
-                       "cluster head")
-        return True

@@ -16,6 +16,9 @@ Every objective first refuses a degenerate clustering (`CollapsedClusteringError
 Example:
     >>> evidence = trial_evidence(model, images, readout)   # clusters of clean/augmented
     >>> stability(evidence), silhouette(evidence)
+
+scikit-learn and SciPy are imported inside the objectives: `trainers.tune --help` lists the
+objectives without loading them.
 """
 
 from __future__ import annotations

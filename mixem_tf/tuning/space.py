@@ -1,6 +1,6 @@
 """A method's tunable settings: its declared `search_space`, overrides from a file, checks.
 
-A space maps a setting to a range (see `ClusteringMethod.search_space`): a `TrainConfig`
+A space maps a setting to a range (see `MethodDeclaration.search_space`): a `TrainConfig`
 field ("lr"), one of the method's options ("temperature") or an entry of a dict option
 ("term_weights.pull"). Every range is checked before a study starts: its shape, and both of
 its ends (or every value) as real settings of the method (`TrainConfig.resolved`), so a range
@@ -85,9 +85,9 @@ def search_space(config: TrainConfig, overrides: dict | None = None) -> dict:
     """The space a study searches: the method's `search_space`, updated by `overrides`
     ({setting: range, or null to leave the setting alone}), minus the settings the user fixed
     in `config`. Every range is checked against the method (ValueError, one line)."""
-    from mixem_tf.methods import method_class
+    from mixem_tf.methods import method_declaration
 
-    method = method_class(config.method)
+    method = method_declaration(config.method)
     space = {name: dict(spec) for name, spec in method.search_space.items()}
     for name, spec in (overrides or {}).items():
         if spec is None:

@@ -110,9 +110,9 @@ class Study:
                  tuner: str = "random", max_trials: int = 10, seed: int = 0,
                  max_consecutive_failures: int = 3, verbose: bool = True):
         if objective is None:
-            from mixem_tf.methods import method_class
+            from mixem_tf.methods import method_declaration
 
-            objective = method_class(config.method).tuning_objective
+            objective = method_declaration(config.method).tuning_objective
         if objective not in objectives_module.OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; choose from "
                              f"{', '.join(objectives_module.OBJECTIVES)}")

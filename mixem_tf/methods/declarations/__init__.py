@@ -1,0 +1,1 @@
+"""Each method's declaration (`MethodDeclaration`), one module per method, free of Keras."""
