@@ -25,6 +25,8 @@ BAD_ARGUMENTS = {
     "trainers.tune": ["--out", "study", "--epochs", "ten"],
     "trainers.predict": ["--images", "photos"],
     "trainers.pixel_kmeans": ["--features", "all"],
+    "trainers.recluster": ["--run", "r", "--clusters", "1"],
+    "trainers.review": ["--run", "r"],
     "export.savedmodel": ["--no-such-flag"],
     "export.onnx": ["--saved-model", "m"],
     "export.keras_model": ["--run", "r"],

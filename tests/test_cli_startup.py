@@ -41,6 +41,8 @@ REASONS = {  # what each entry point's first line says about bench.cli_startup's
     "trainers.tune": "invalid int value",
     "trainers.predict": "one of the arguments --model",
     "trainers.pixel_kmeans": "invalid choice",
+    "trainers.recluster": "--clusters '1': expected K >= 2",
+    "trainers.review": "required: --out",
     "export.savedmodel": "arguments are required: --run",
     "export.onnx": "arguments are required: --out",
     "export.keras_model": "required: --out",

@@ -148,7 +148,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
 @pytest.mark.parametrize("args, reason", [
     (["--dataset", "imagenet"], "unknown dataset"),
     (["--method", "dino"], "unknown method"),
-    (["--clusters", "1"], "at least 2"),
+    (["--clusters", "1"], "expected K >= 2"),
     (["--clusters", "5000"], "more clusters than images (1797)"),
     (["--batch-size", "5000"], "larger than the training data"),
     (["--batch-size", "1"], "batch_size must be at least 2"),

@@ -26,13 +26,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from mixem_tf.cli import run
+from mixem_tf.cli import ArgumentParser, run
 
 CRITERION_NAMES = ("silhouette", "prediction_strength", "eigengap", "stability")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m trainers.recluster", description=__doc__,
+    parser = ArgumentParser(prog="python -m trainers.recluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="trained run directory")
     parser.add_argument("--clusters", required=True, metavar="K|auto|A..B",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixem_tf.cli import run
+from mixem_tf.cli import ArgumentParser, run
 
 
 def _thumbnail_source(evaluation, index: np.ndarray):
@@ -127,7 +127,7 @@ def build_review(run_dir, *, readout=None, max_images: int = 5000, seed: int = 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainers.review", description=__doc__,
+    parser = ArgumentParser(prog="python -m trainers.review", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="the run directory")
     parser.add_argument("--out", type=Path, required=True,
