@@ -3,9 +3,9 @@ calibrated? One table row per (dataset, epochs).
 
     python -m bench.trust_without_labels --datasets digits fashion2000 --epochs 2 8
 
-`fashion2000` is a `folder:` of 2,000 Fashion-MNIST test images (200 per class, PNG in one
-sub-folder per class, so the folder has labels to check against), written to a temporary
-folder. Each dataset trains MIX'EM (its recipe) for the first budget, is scored, then resumed
+`fashion2000` is a `folder:` of 2,000 Fashion-MNIST images (200 per class, 28-px PNGs in one
+sub-folder per class, so the folder has labels to check against; `bench.fmnist_folder
+--grey`), written to a temporary folder. Each dataset trains MIX'EM (its recipe) for the first budget, is scored, then resumed
 to each longer budget and scored again. Per budget it prints:
 
 - verdict: the run's label-free warning against K-means on pixels (`quality.compare_to_pixels`:
@@ -27,26 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.fmnist_folder import make_folder
 from mixem_tf import cluster
 from mixem_tf.calibration import (correct_under_matching, expected_calibration_error,
                                   softmax)
 from mixem_tf.report import format_table
-
-
-def write_fashion_folder(root: Path, per_class: int = 200, seed: int = 0) -> str:
-    """`per_class` Fashion-MNIST test images of each class as PNGs under root/CLASS/."""
-    from PIL import Image
-
-    from mixem_tf.data import load_dataset
-
-    test = load_dataset("fashion_mnist", split="test")
-    rng = np.random.default_rng(seed)
-    for label in range(10):
-        folder = root / f"class{label}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in rng.choice(np.flatnonzero(test.labels == label), per_class, replace=False):
-            Image.fromarray(test.images[i, ..., 0]).save(folder / f"{i:05d}.png")
-    return f"folder:{root}"
 
 
 def ece_rows(run_dir, seed: int = 0) -> list[dict]:
@@ -87,7 +72,7 @@ def bench_dataset(name, dataset, budgets, seed, work: Path):
     from trainers.pixel_kmeans import pixel_kmeans
 
     config = TrainConfig(dataset=dataset, method="mixem", epochs=budgets[0], seed=seed)
-    out = work / f"{name}-run"
+    out = work / f"{Path(name.removeprefix('folder:')).name}-run"
     results = []
     for i, epochs in enumerate(budgets):
         start = time.perf_counter()
@@ -133,8 +118,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
         for name in args.datasets:
-            dataset = (write_fashion_folder(work / "fashion2000") if name == "fashion2000"
-                       else name)
+            dataset = (f"folder:{make_folder(work / 'fashion2000', images=2000, grey=True)}"
+                       if name == "fashion2000" else name)
             rows += bench_dataset(name, dataset, sorted(args.epochs), args.seed, work)
     print(format_table([{k: v for k, v in r.items() if k != "ece"} for r in rows]))
     print(format_table([{"dataset": r["dataset"], "epochs": r["epochs"], **e}

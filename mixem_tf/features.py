@@ -6,8 +6,9 @@ K or reviewing the clusters does not run the network again.
     runs/NAME/features/epoch-0005.augmented.npz   of one augmented view of each (seeded)
 
 A file holds every evaluation feature of the method (`feature_names`) as float32 [N, D], the
-SHA-256 of the checkpoint it came from and (clean view) the evaluation labels, if any: on disk it costs N × (sum of the features'
-widths) × 4 bytes per view (digits with MIX'EM's h, z, e_max, π: 1,797 × 812 × 4 ≈ 5.8 MB).
+SHA-256 of the checkpoint it came from (and, augmented view, the seed of the views) and (clean
+view) the evaluation labels, if any: on disk it costs N × (sum of the features' widths) × 4
+bytes per view (digits with MIX'EM's h, z, e_max, π: 1,797 × 812 × 4 ≈ 5.8 MB).
 Only the latest checkpoint's files are kept.
 
 Example:
@@ -101,6 +102,8 @@ def evaluation_features(run_dir, view: str = "clean", *, model=None, evaluation=
     checkpoint, record = latest
     # Checkpoints written before checksums were recorded are told apart by their mtime.
     identity = record.get("sha256") or f"mtime:{checkpoint.stat().st_mtime_ns}"
+    if view == "augmented":  # views drawn from another seed are other features
+        identity += f" views-seed:{seed}"
     path = _path(run_dir, checkpoint, view)
     cached = _read(path, identity) if path.is_file() else None
     if cached is not None:

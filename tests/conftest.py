@@ -33,7 +33,8 @@ def digits_run(tmp_path_factory):
     from mixem_tf.training import train_run
 
     out = tmp_path_factory.mktemp("export_run") / "run"
-    train_run(TrainConfig(dataset="digits", epochs=1, batch_size=256), out, verbose=0)
+    train_run(TrainConfig(dataset="digits", epochs=1, batch_size=256, readout_settings="sklearn"),
+              out, verbose=0)
     return out
 
 

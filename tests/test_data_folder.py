@@ -173,7 +173,9 @@ def test_registry_name_and_default_size(tree):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = load_dataset(f"folder:{tree}")
-        small = load_dataset(f"folder:{tree}", split="test", image_size=24, channels=1)
+        small = load_dataset(f"folder:{tree}", split="all", image_size=24, channels=1)
+        with pytest.raises(ValueError, match="no held-out test images"):
+            load_dataset(f"folder:{tree}", split="test")
     assert ds.images.shape == (6, 96, 96, 3)
     assert small.images.shape == (6, 24, 24, 1)
 

@@ -117,10 +117,11 @@ def test_splits_are_one_memory_map_joined_without_copies_and_read_once(monkeypat
     def no_tfds(self, *args, **kwargs):
         raise AssertionError("read from TFDS again")
 
-    with tfds.testing.mock_data(num_examples=N):
-        monkeypatch.setattr(tfds.core.DatasetBuilder, "as_dataset", no_tfds)
+    # The patch is undone inside the mock, so the mock's own teardown restores TFDS.
+    with tfds.testing.mock_data(num_examples=N), monkeypatch.context() as patch:
+        patch.setattr(tfds.core.DatasetBuilder, "as_dataset", no_tfds)
         again, _ = load_protocol("stl10", include_unlabeled=True)  # from the cache
-        monkeypatch.setenv("MIXEM_TF_CACHE", str(tmp_path / "empty"))
+        patch.setenv("MIXEM_TF_CACHE", str(tmp_path / "empty"))
         with pytest.raises(DatasetUnavailableError):  # no cache: TFDS (refusing) is read
             load_protocol("stl10", include_unlabeled=True)
     np.testing.assert_array_equal(again.images, first)

@@ -226,7 +226,9 @@ def test_cli_refuses_bad_runs_and_gates_and_writes_nothing(digits_run, tmp_path,
     assert export("--run", str(digits_run), "--require-metric", "nmi>>1") == 2
     assert "expected METRIC OP VALUE" in capsys.readouterr().err
     assert export("--run", str(digits_run), "--readout", "h/l2/nope") == 2
-    assert "no such read-out" in capsys.readouterr().err
+    assert "unknown read-out kind 'nope'; choose from kmeans," in capsys.readouterr().err
+    assert export("--run", str(digits_run), "--readout", "h/raw/kmeans@7") == 2
+    assert "the run has no such read-out; choose from" in capsys.readouterr().err
     assert export("--run", str(digits_run), "--max-image-pixels", "0") == 2
     assert "--max-image-pixels must be >= 1" in capsys.readouterr().err
 

@@ -16,7 +16,7 @@ def _one_epoch_run(tmp_path_factory, method, **options):
 
     out = tmp_path_factory.mktemp(method) / "run"
     train_run(TrainConfig(dataset="digits", method=method, epochs=1, backbone_width=8,
-                          options=options), out, verbose=0)
+                          readout_settings="sklearn", options=options), out, verbose=0)
     return out
 
 

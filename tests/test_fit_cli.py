@@ -58,7 +58,7 @@ def finished_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("fit_cli") / "run"
     config = TrainConfig(dataset="digits", method="simclr", epochs=1, batch_size=256,
-                         backbone_width=8)
+                         backbone_width=8, readout_settings="sklearn")
     train_run(config, out, verbose=0, deterministic=True)
     return out
 
@@ -136,7 +136,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
 
     monkeypatch.setattr(SimCLR, "loss_terms", poisoned)
     config = TrainConfig(method="simclr", dataset="digits", batch_size=256, epochs=3,
-                         backbone_width=8)
+                         backbone_width=8, readout_settings="sklearn")
     with pytest.raises(NonFiniteLossError, match=r"epoch 2.*last good checkpoint \(epoch 1\)"):
         train_run(config, tmp_path / "run", verbose=0)
     epoch, weights = _weights(tmp_path / "run")

@@ -129,7 +129,7 @@ def test_hooks_run_where_and_when_they_say(tmp_path, hook_probe):
     from mixem_tf.training import train_run
 
     config = TrainConfig(dataset="digits", method="hook_probe", epochs=2, batch_size=256,
-                         backbone_width=8, options={"hidden_dim": 16})
+                         backbone_width=8, readout_settings="sklearn", options={"hidden_dim": 16})
     result = train_run(config, tmp_path / "run", verbose=0)
     steps = 1797 // 256
     assert CALLS == [("initialize", 1797), ("epoch_end", 0, steps), ("epoch_end", 1, 2 * steps)]

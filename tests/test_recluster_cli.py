@@ -58,6 +58,19 @@ def test_recluster_adds_readouts_at_a_new_k_and_never_touches_checkpoints(
 
 
 @pytest.mark.core
+def test_kept_augmented_features_belong_to_their_views_seed(simclr_run, tmp_path):
+    from mixem_tf.features import evaluation_features
+
+    run = tmp_path / "run"
+    shutil.copytree(simclr_run, run)
+    first = evaluation_features(run, "augmented", seed=0, verbose=False)["h"]
+    other = evaluation_features(run, "augmented", seed=1, verbose=False)["h"]
+    again = evaluation_features(run, "augmented", seed=1, verbose=False)["h"]
+    assert not np.allclose(first, other)  # not the kept seed-0 views
+    np.testing.assert_array_equal(other, again)  # kept, then read back
+
+
+@pytest.mark.core
 @pytest.mark.parametrize("args, message", [
     (["--clusters", "1"], "expected K >= 2"),
     (["--clusters", "1797"], "needs more than the run's 1797 evaluation images"),

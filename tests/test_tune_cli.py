@@ -13,7 +13,7 @@ from mixem_tf.cli import run  # noqa: E402
 from trainers import fit, tune  # noqa: E402
 
 TINY = ["--dataset", "digits", "--method", "simclr", "--epochs", "1", "--backbone-width", "8",
-        "--batch-size", "256"]
+        "--batch-size", "256", "--readout-settings", "sklearn"]
 
 
 def _records(out):
