@@ -28,7 +28,7 @@ def test_every_criterion_finds_the_number_of_separated_blobs(true_k):
     assert choice.chosen["silhouette"] == true_k
     assert choice.chosen["prediction_strength"] == true_k
     assert choice.chosen["eigengap"] == true_k
-    assert choice.k == true_k and choice.criterion == "silhouette"
+    assert choice.k == true_k and choice.criterion == "eigengap"
     row = next(r for r in choice.table if r["K"] == true_k)
     assert row["acc"] == pytest.approx(1.0)  # labels only check
     assert [r["K"] for r in choice.table] == list(range(2, 11))

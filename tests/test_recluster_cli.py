@@ -103,8 +103,8 @@ def test_auto_chooses_k_without_labels_and_keeps_the_table(simclr_run, tmp_path,
     assert [row["K"] for row in choice["table"]] == list(range(3, 9))
     assert set(choice["chosen"]) == {"silhouette", "prediction_strength", "eigengap",
                                      "stability"}
-    assert choice["k"] == choice["chosen"]["silhouette"] and 3 <= choice["k"] <= 8
-    assert f"chosen: K = {choice['k']} by silhouette" in out
+    assert choice["k"] == choice["chosen"]["eigengap"] and 3 <= choice["k"] <= 8
+    assert f"chosen: K = {choice['k']} by eigengap" in out
     assert any(p.name.endswith(".augmented.npz") for p in (run / "features").iterdir())
     from mixem_tf.readouts import load_readout
 

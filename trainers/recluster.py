@@ -42,7 +42,7 @@ def parse_args(argv=None):
                         help="the read-out to refit (default: every refittable one for K; the "
                              "default read-out's feature for auto)")
     parser.add_argument("--criterion", default=None, choices=CRITERION_NAMES,
-                        help="the criterion that chooses K with auto (default: silhouette, "
+                        help="the criterion that chooses K with auto (default: eigengap, "
                              "the best measured; see docs/BENCHMARKS.md, 'Choosing K')")
     parser.add_argument("--default", action="store_true",
                         help="make the new read-out the run's default")
