@@ -205,11 +205,13 @@ def test_large_refused_bodies_are_freed_at_once(tmp_path):
     process = psutil.Process()
     try:
         rss = []
-        for _ in range(6):
+        for _ in range(10):
             status, reply = call(url, raw=body)
             assert status == 400 and "image" in reply["error"], reply
             rss.append(process.memory_info().rss)
-        assert rss[-1] - rss[0] < 2 * len(body), [r >> 20 for r in rss]
+        # Held, the last 8 bodies would add at least 8 × (body + decoded bytes), over 300 MB;
+        # freed, what remains is the allocator's noise in a long-lived test worker (tens of MB).
+        assert rss[-1] - rss[1] < 4 * len(body), [r >> 20 for r in rss]
         assert call(url, {"instances": images(1).tolist()})[0] == 200
     finally:
         running.stop(1)
