@@ -155,7 +155,7 @@ def test_cdec_from_a_simclr_run_learns_digits_beyond_pixel_kmeans(tmp_path):
     digits = load_dataset("digits")
     pixels = cluster.kmeans(digits.images.astype(np.float32) / 255, 10, seed=0)
     pixel_acc = cluster_accuracy(digits.labels, pixels.labels)
-    shared = dict(dataset="digits", epochs=20, readout_settings="sklearn")
+    shared = dict(dataset="digits", epochs=20, readout_settings="sklearn", backbone_width=16)
     train_run(TrainConfig(method="simclr", **shared), tmp_path / "simclr", verbose=0)
     result = train_run(TrainConfig(method="cdec", init_from=str(tmp_path / "simclr"), **shared),
                        tmp_path / "cdec", verbose=0)

@@ -458,7 +458,8 @@ def test_digits_run_learns_more_than_kmeans_on_pixels(tmp_path):
 
     epochs = 30
     result = train_run(TrainConfig(dataset="digits", method="mice", epochs=epochs,
-                                   readout_settings="sklearn"), tmp_path / "run", verbose=0)
+                                   backbone_width=16, readout_settings="sklearn"),
+                       tmp_path / "run", verbose=0)
     rows = {r.name: r.row for r in result.readouts}
     posterior = rows["r/raw/argmax"]
     assert posterior["default"] and "pi/raw/argmax" in rows
