@@ -17,11 +17,12 @@ under WORK) and measures, each command in its own process (wall time, peak RSS f
 * with ``--commands`` (first size, last pixel size): `trainers.fit` for one epoch (ConvNet of
   width 8, K = 10), then `export.savedmodel` and `trainers.predict` of that run, with this
   code and the baseline's;
-* with ``--feed`` (first size, first pixel size): images/s of the training feed (batch 256):
-  the baseline's `EpochBatches` over an in-memory array through
-  `tf.data.Dataset.from_generator` (its strategy path; Keras wraps a generator the same way),
-  against `EpochBatches.tf_dataset` over the cache's memory map; rounds alternate, the
-  median is reported.
+* with ``--feed`` (first size, first pixel size): images/s of the training feed (batch 256)
+  as each backend's training reads it: under JAX the Python iterator (the baseline's
+  `EpochBatches` over an in-memory array against this code's over the cache's memory map),
+  under TensorFlow a `tf.data` stream read in the graph (the baseline's generator
+  through `from_generator` against `EpochBatches.tf_dataset`); each feed in a fresh process,
+  rounds alternate, the median is reported.
 
 ``--simulate-million`` adds 1,000,000 images at 32 px without decoding a million files: the
 folder is 1,000,000 hard links to the 10,000 JPEGs of 32 px, and its cache entry is written
@@ -36,7 +37,6 @@ Results print as a Markdown table (docs/BENCHMARKS.md, "Large folders").
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
 FEED_BATCH = 256
 FEED_ROUNDS = 3
+FEED_TIMEOUT = 600  # seconds for one feed process
 MILLION = 1_000_000
 
 
@@ -103,7 +104,8 @@ else:
 """
 
 
-def run_measured(command, *, code_root: Path, cache: Path, cwd: Path) -> dict:
+def run_measured(command, *, code_root: Path, cache: Path, cwd: Path,
+                 timeout: float | None = None) -> dict:
     """Runs `command` (python -m NAME ... or python -c CODE ...) with `code_root` first on
     PYTHONPATH; wall seconds, its peak RSS (MiB) and its last stdout line parsed as JSON when
     it is JSON."""
@@ -114,7 +116,7 @@ def run_measured(command, *, code_root: Path, cache: Path, cwd: Path) -> dict:
                "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_WAIT_POLICY": "PASSIVE", "BENCH_HWM": str(hwm)}
         start = time.perf_counter()
         process = subprocess.run([command[0], "-c", _MEASURED, *command[1:]], env=env, cwd=cwd,
-                                 stdout=out, stderr=err)
+                                 stdout=out, stderr=err, timeout=timeout)
         seconds = time.perf_counter() - start
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -162,6 +164,52 @@ print(json.dumps({"load_seconds": opened, "epoch_images": seen,
 """
 
 
+# The training feed as one backend's training reads it (argv: backend, folder, pixels, steps,
+# batch): under JAX the `EpochBatches` iterator; under TensorFlow a `tf.data` stream read inside
+# the graph (`Dataset.reduce`), as Keras' `fit` reads it (`EpochBatches.tf_dataset`, or for code that has
+# none, its iterator through `from_generator`). Images come as that code's `load_folder` gives
+# them (the code before the cache: an in-memory array).
+_FEED_RATE = """
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+from mixem_tf.data import load_folder
+from mixem_tf.feeding import EpochBatches
+backend, folder, (pixels, steps, batch) = sys.argv[1], sys.argv[2], map(int, sys.argv[3:6])
+images = load_folder(folder, image_size=pixels).images
+
+
+def new_feeder():
+    return EpochBatches(images, batch, end_epoch=2 + steps * batch // len(images))
+
+
+if backend == "jax":
+    start, seen = time.perf_counter(), 0
+    for step, images_of_batch in enumerate(new_feeder(), 1):
+        seen += len(images_of_batch)
+        if step == steps:
+            break
+else:
+    import tensorflow as tf
+
+    def stream():
+        feeder = new_feeder()
+        if hasattr(feeder, "tf_dataset"):
+            return feeder.tf_dataset()
+        spec = tf.TensorSpec((None, *images.shape[1:]), tf.uint8)
+        return tf.data.Dataset.from_generator(lambda: ((b,) for b in feeder),
+                                              output_signature=(spec,))
+
+    def read(dataset):  # one graph-level loop over the stream (`reduce`), as `fit` reads it
+        return dataset.reduce(tf.constant(0, tf.int64), lambda seen, element:
+                              seen + tf.shape(element[0], out_type=tf.int64)[0])
+
+    read(stream().take(2))  # the first pass builds tf.data's threads: outside the timing
+    start = time.perf_counter()
+    seen = int(read(stream().take(steps)))
+print(json.dumps({"images_per_s": seen / (time.perf_counter() - start)}))
+"""
+
+
 def load_times(folder: Path, pixels: int, baseline: Path | None, cache: Path,
                repeats: int) -> dict:
     """First load into an emptied cache, the fastest of `repeats` second loads, and the
@@ -197,46 +245,22 @@ def command_memory(folder: Path, pixels: int, code: Path, cache: Path, out: Path
     return rows
 
 
-def _module_from(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def feed_rates(folder: Path, pixels: int, baseline: Path, steps: int) -> dict:
-    """Median images/s over alternating rounds: the baseline's EpochBatches over an
-    in-memory array via from_generator, and this code's tf.data feed over the memory map."""
-    import tensorflow as tf
-
-    from mixem_tf.data import load_folder
-    from mixem_tf.feeding import EpochBatches
-
-    mapped = load_folder(folder, image_size=pixels, progress=False).images
-    in_memory = np.array(mapped)
-    old_feeding = _module_from(baseline / "mixem_tf" / "feeding.py", "baseline_feeding")
-    spec = tf.TensorSpec((None, *in_memory.shape[1:]), tf.uint8)
-    epochs = max(1, -(-steps * FEED_BATCH // len(in_memory)))
-
-    def consume(dataset) -> float:
-        start, seen = time.perf_counter(), 0
-        for (batch,) in dataset.take(steps):
-            seen += int(batch.shape[0])
-        return seen / (time.perf_counter() - start)
-
-    def baseline_feed():
-        feeder = old_feeding.EpochBatches(in_memory, FEED_BATCH, end_epoch=epochs)
-        return tf.data.Dataset.from_generator(lambda: ((b,) for b in feeder),
-                                              output_signature=(spec,))
-
-    def new_feed():
-        return EpochBatches(mapped, FEED_BATCH, end_epoch=epochs).tf_dataset()
-
-    rates = {"baseline": [], "new": []}
+def feed_rates(folder: Path, pixels: int, baseline: Path, steps: int, cache: Path) -> dict:
+    """Median images/s over alternating rounds of the training feed as each backend's training
+    reads it, this code against the baseline's, each run in a fresh process (a feed's
+    left-over threads slow the next one down in a shared process)."""
+    codes = {"baseline": baseline, "this": ROOT}
+    rates = {(backend, code): [] for backend in ("jax", "tensorflow") for code in codes}
     for _ in range(FEED_ROUNDS):
-        rates["baseline"].append(consume(baseline_feed()))
-        rates["new"].append(consume(new_feed()))
-    return {k: statistics.median(v) for k, v in rates.items()}
+        for backend, code in rates:
+            command = [sys.executable, "-c", _FEED_RATE, backend, str(folder), str(pixels),
+                       str(steps), str(FEED_BATCH)]
+            measured = run_measured(command, code_root=codes[code], cache=cache,
+                                    cwd=codes[code], timeout=FEED_TIMEOUT)
+            rates[(backend, code)].append(measured["images_per_s"])
+            print(f"feed under {backend}, {code}: {measured['images_per_s']:.0f} images/s",
+                  flush=True)
+    return {key: statistics.median(values) for key, values in rates.items()}
 
 
 def simulate_million(work: Path, source: Path, cache: Path) -> Path:
@@ -300,7 +324,7 @@ def main(argv=None) -> int:
                         help="also fit / export / predict (peak RSS): first size, last pixels")
     parser.add_argument("--feed", action="store_true",
                         help="feed rate (needs --baseline): first size, first pixels")
-    parser.add_argument("--feed-steps", type=int, default=120)
+    parser.add_argument("--feed-steps", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3, help="second loads (the fastest)")
     parser.add_argument("--simulate-million", action="store_true")
     parser.add_argument("--million-steps", type=int, default=977,
@@ -334,11 +358,12 @@ def main(argv=None) -> int:
                         rows.append(((count, pixels, what, name), r))
                         print(rows[-1], flush=True)
             if args.feed and args.baseline and first and pixels == args.pixels[0]:
-                os.environ["MIXEM_TF_CACHE"] = str(cache)
-                rates = feed_rates(folder, pixels, args.baseline, args.feed_steps)
-                print(f"feed {count} x {pixels} px, images/s (median of {FEED_ROUNDS}): "
-                      f"baseline {rates['baseline']:.0f}, this {rates['new']:.0f} "
-                      f"({rates['new'] / rates['baseline']:.2f}x)", flush=True)
+                rates = feed_rates(folder, pixels, args.baseline, args.feed_steps, cache)
+                for backend in ("jax", "tensorflow"):
+                    old, new = rates[(backend, "baseline")], rates[(backend, "this")]
+                    print(f"feed {count} x {pixels} px under {backend}, images/s (median of "
+                          f"{FEED_ROUNDS}): baseline {old:.0f}, this {new:.0f} "
+                          f"({new / old:.2f}x)", flush=True)
     if args.simulate_million:
         source = make_folder(args.work, 10000, 32)
         cache = args.work / "cache-1M"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from mixem_tf.data import load_dataset, load_folder
-from mixem_tf.data.folder import SkippedFilesWarning, absolute_folder_name, is_image_file
+from mixem_tf.data.folder import (SkippedFilesWarning, absolute_folder_name, is_image_file,
+                                   relative_files)
 
 pytestmark = pytest.mark.core
 Image = pytest.importorskip("PIL.Image")
@@ -145,6 +146,19 @@ def test_relative_folder_names_become_absolute(tmp_path, monkeypatch):
     assert absolute_folder_name("folder:/data/x") == "folder:/data/x"
     assert absolute_folder_name("digits") == "digits"
     assert absolute_folder_name("folder:") == "folder:"  # left for the registry to refuse
+
+
+def test_files_are_listed_by_their_path_parts_flat_or_nested(tmp_path):
+    for rel in ["b.jpg", "a-x.jpg", "a/b.jpg", "a.b/c.jpg", "a/a/z.jpg", "A.jpg", ".h.jpg"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    # "a" < "a-x.jpg" < "a.b" part by part, although "a-x.jpg" < "a.b/c.jpg" < "a/b.jpg" as
+    # whole strings; hidden files are never listed
+    assert relative_files(tmp_path) == ["A.jpg", "a/a/z.jpg", "a/b.jpg", "a-x.jpg",
+                                        "a.b/c.jpg", "b.jpg"]
+    flat = tmp_path / "a.b"
+    (flat / "a.jpg").write_bytes(b"")
+    assert relative_files(flat) == ["a.jpg", "c.jpg"]
 
 
 def test_grey_channel_option(tree):

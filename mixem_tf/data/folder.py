@@ -31,6 +31,7 @@ Rules:
 
 from __future__ import annotations
 
+import array
 import csv
 import dataclasses
 import os
@@ -159,6 +160,7 @@ def relative_files(root) -> list[str]:
     seconds)."""
     seen = set()
     found = []
+    nested = False
     root = os.fspath(root)
     for directory, subdirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(directory)
@@ -169,8 +171,10 @@ def relative_files(root) -> list[str]:
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         prefix = os.path.relpath(directory, root)
         prefix = "" if prefix == "." else prefix + os.sep
+        nested = nested or (bool(prefix) and bool(files))
         found.extend([prefix + f for f in files if f[:1] != "."])
-    found.sort(key=lambda rel: rel.split(os.sep))
+    # By parts: the separator ranks below every character a name can hold.
+    found.sort(key=(lambda rel: rel.replace(os.sep, "\0")) if nested else None)
     return found
 
 
@@ -327,21 +331,18 @@ class _Progress:
                   file=sys.stderr, flush=True)
 
 
-def _cached_images(root: Path, candidates, size_hw, channels: int, keep_aspect: bool,
-                   workers: int, progress: bool):
+def _cached_images(root: Path, names: list[str], sizes: np.ndarray, mtimes: np.ndarray,
+                   size_hw, channels: int, keep_aspect: bool, workers: int, progress: bool):
     """(read-only memory map of the decodable candidates' images in order, {index in
     candidates: reason} of those that are not), through the cache entry of this folder at
-    this size, channels and crop rule. Only files added or changed since the entry was
-    built (by size and modification time) are decoded; the rest are copied from it."""
+    this size, channels and crop rule; the candidates are the image files `names` (relative
+    to `root`) with their sizes and modification times (int64, ns). Only files added or
+    changed since the entry was built are decoded; the rest are copied from it."""
     from mixem_tf.data.cache import CacheEntry, join_paths, split_paths
 
     entry = CacheEntry({"source": "folder", "root": str(root), "size": list(size_hw),
                         "channels": channels, "crop": "centre" if keep_aspect else "stretch"},
                        label=f"{root.name}-{size_hw[0]}x{size_hw[1]}x{channels}")
-    names = [rel for rel, _ in candidates]
-    sizes = np.array([info.st_size for _, info in candidates], np.int64)
-    mtimes = np.array([info.st_mtime_ns for _, info in candidates], np.int64)
-
     joined = join_paths(names)
 
     def current(index):
@@ -426,14 +427,14 @@ def _squeeze(images, kept_rows) -> None:
         images[pairs[:, 1]] = images[pairs[:, 0]]
 
 
-def _labels_from_subfolders(relative: list[tuple[str, ...]]):
+def _labels_from_subfolders(relative: list[str]):
     """(labels, class_names) when every image lies in a first-level sub-folder, else None."""
-    if not relative or any(len(parts) < 2 for parts in relative):
+    if not relative or any(os.sep not in rel for rel in relative):
         return None
-    class_names = tuple(sorted({parts[0] for parts in relative}))
+    tops = [rel[:rel.index(os.sep)] for rel in relative]
+    class_names = tuple(sorted(set(tops)))
     index = {name: i for i, name in enumerate(class_names)}
-    labels = np.array([index[parts[0]] for parts in relative], dtype=np.int64)
-    return labels, class_names
+    return np.array([index[top] for top in tops], dtype=np.int64), class_names
 
 
 def load_folder(
@@ -482,9 +483,11 @@ def load_folder(
     root = root.resolve()
 
     files = relative_files(root)
-    candidates, problems = [], {}
+    # The image files, their sizes and modification times: compact arrays, since a cache
+    # hit is this loop (a stat per file) and its memory grows with the folder.
+    names, sizes, mtimes, problems = [], array.array("q"), array.array("q"), {}
     prefix, is_regular = str(root) + os.sep, stat.S_ISREG
-    for rel in files:  # the common case in few operations: a cache hit is this loop
+    for rel in files:
         path = prefix + rel
         try:
             info = os.stat(path)
@@ -492,28 +495,32 @@ def load_folder(
             info = None
         if info is not None and is_regular(info.st_mode) and \
                 rel[rel.rfind("."):].lower() in IMAGE_EXTENSIONS:
-            candidates.append((rel, info))
+            names.append(rel)
+            sizes.append(info.st_size)
+            mtimes.append(info.st_mtime_ns)
         else:
             problems[rel] = file_problem(path, info)
-    if not candidates:
+    if not names:
         found = f"{len(files)} other file(s)" if files else "no files at all"
         raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}: "
                          f"found {found}")
 
     workers = num_workers or min(_MAX_WORKERS, os.cpu_count() or 1)
-    images, failed = _cached_images(root, candidates, size_hw, channels, keep_aspect, workers,
-                                    progress)
-    problems.update({candidates[i][0]: why for i, why in failed.items()})
-    skipped = tuple((root / rel, problems[rel]) for rel in files if rel in problems)
+    images, failed = _cached_images(root, names, np.frombuffer(sizes, np.int64),
+                                    np.frombuffer(mtimes, np.int64), size_hw, channels,
+                                    keep_aspect, workers, progress)
+    problems.update({names[i]: why for i, why in failed.items()})
+    skipped = tuple((root / rel, problems[rel]) for rel in files if rel in problems) \
+        if problems else ()
     scan = FolderScan(root, len(files), skipped)
     if not len(images):
-        raise ValueError(f"none of the {len(candidates)} image files under {str(root)!r} could "
+        raise ValueError(f"none of the {len(names)} image files under {str(root)!r} could "
                          f"be decoded: {scan.summary()}")
     if skipped:
         warnings.warn(scan.summary(), SkippedFilesWarning, stacklevel=2)
-    kept = [rel for i, (rel, _) in enumerate(candidates) if i not in failed]
+    kept = [rel for i, rel in enumerate(names) if i not in failed] if failed else names
 
-    labelled = _labels_from_subfolders([rel.split(os.sep) for rel in kept])
+    labelled = _labels_from_subfolders(kept)
     labels, class_names = labelled if labelled else (None, None)
     return FolderDataset(
         name=f"{FOLDER_PREFIX}{root}",
