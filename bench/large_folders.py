@@ -29,7 +29,10 @@ folder is 1,000,000 hard links to the 10,000 JPEGs of 32 px, and its cache entry
 directly (the index
 of the million files, the images tiled from a decoded 10,000-image folder), so what is
 measured is the path every command takes after the first: the second load, and
-``--million-steps`` batches of 1024 of the training feed (peak RSS of the process).
+``--million-steps`` batches of 1024 of the training feed (peak RSS of the process);
+``--million-commands`` adds `trainers.fit` for one epoch and `export.savedmodel` on it.
+(`trainers.predict` streams files in batches, so its memory does not grow with a folder:
+``--commands`` measures it at the sizes given.)
 
 Results print as a Markdown table (docs/BENCHMARKS.md, "Large folders").
 """
@@ -227,8 +230,10 @@ def load_times(folder: Path, pixels: int, baseline: Path | None, cache: Path,
     return rows
 
 
-def command_memory(folder: Path, pixels: int, code: Path, cache: Path, out: Path) -> dict:
-    """trainers.fit (one epoch), export.savedmodel, trainers.predict under `code`."""
+def command_memory(folder: Path, pixels: int, code: Path, cache: Path, out: Path,
+                   predict: bool = True) -> dict:
+    """trainers.fit (one epoch), export.savedmodel and (with `predict`) trainers.predict
+    under `code`."""
     py = sys.executable
     run = out / "run"
     fit = [py, "-m", "trainers.fit", "--dataset", f"folder:{folder}", "--image-size",
@@ -239,6 +244,8 @@ def command_memory(folder: Path, pixels: int, code: Path, cache: Path, out: Path
     export = [py, "-m", "export.savedmodel", "--run", str(run), "--base-dir",
               str(out / "models"), "--model-name", "m"]
     rows["export.savedmodel"] = run_measured(export, code_root=code, cache=cache, cwd=code)
+    if not predict:
+        return rows
     predict = [py, "-m", "trainers.predict", "--model", str(out / "models" / "m"), "--images",
                str(folder), "--out", str(out / "clusters.csv"), "--batch-size", "256"]
     rows["trainers.predict"] = run_measured(predict, code_root=code, cache=cache, cwd=code)
@@ -329,6 +336,8 @@ def main(argv=None) -> int:
     parser.add_argument("--simulate-million", action="store_true")
     parser.add_argument("--million-steps", type=int, default=977,
                         help="feed batches of 1024 read from the million (977: one epoch)")
+    parser.add_argument("--million-commands", action="store_true",
+                        help="also trainers.fit (one epoch) and export.savedmodel on the million")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"uptime: {os.popen('uptime').read().strip()}", flush=True)
@@ -373,6 +382,12 @@ def main(argv=None) -> int:
         what = f"load + {args.million_steps} feed batches of 1024"
         rows.append(((MILLION, 32, what, "this"), r))
         print(rows[-1], flush=True)
+        if args.million_commands:
+            out = args.work / "runs-1M-32-this"
+            out.mkdir(exist_ok=True)
+            for what, r in command_memory(folder, 32, ROOT, cache, out, predict=False).items():
+                rows.append(((MILLION, 32, what, "this"), r))
+                print(rows[-1], flush=True)
     print(_table(rows))
     print(f"uptime: {os.popen('uptime').read().strip()}")
     return 0

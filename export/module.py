@@ -48,7 +48,6 @@ __all__ = ["ClusteringModule", "OUTPUTS"]
 
 OUTPUTS = ("cluster", "probabilities", "distances", "embedding")
 MIN_TEMPERATURE = 1e-12
-_RELEASE_EVERY = 64  # batches read from a memory map between releases of its pages
 
 
 def _to_channels(images, channels: int):
@@ -187,16 +186,15 @@ class ClusteringModule(tf.Module):
 
     # -- in Python ----------------------------------------------------------------------
     def predict(self, images, batch_size: int = 256) -> dict:
-        """serving_default over a uint8 array (or a memory map, read in slices whose pages
-        are handed back as it goes) in batches → numpy outputs."""
-        from mixem_tf.data.cache import release_pages
+        """serving_default over a uint8 array (or a memory map, read a batch at a time:
+        `read_rows`) in batches → numpy outputs."""
+        from mixem_tf.data.cache import read_rows
 
         parts = []
         for i in range(0, len(images), batch_size):
-            outputs = self.serving_default(tf.constant(images[i:i + batch_size]))
+            batch = read_rows(images, slice(i, i + batch_size))
+            outputs = self.serving_default(tf.constant(batch))
             parts.append({name: outputs[name].numpy() for name in OUTPUTS})
-            if (i // batch_size) % _RELEASE_EVERY == _RELEASE_EVERY - 1:
-                release_pages(images)
         return {name: np.concatenate([p[name] for p in parts]) for name in OUTPUTS}
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from mixem_tf.calibration import (argmax_scores, implied_accuracy, size_bound, softmax,
                                   temperature_for_confidence)
 from mixem_tf.cluster import SKLEARN, l2_normalize
+from mixem_tf.data.cache import read_rows
 from mixem_tf.quality import (MAX_IMAGES, ClusterEvidence, cluster_scores, compare_to_pixels,
                               kappa, run_scores, sample_indices)
 
@@ -70,7 +71,7 @@ def _view_batches(images: np.ndarray, augment_config, seed: int, batch_size: int
 
     augmenter = Augmenter(augment_config, seed=seed)
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
+        batch = np.asarray(read_rows(images, slice(start, start + batch_size)))
         yield tuple(ops.convert_to_numpy(x).reshape(len(batch), -1).astype(np.float32)
                     for x in (preprocess(batch, augment_config), augmenter(batch)))
 
@@ -93,7 +94,7 @@ def assess_pixels(images: np.ndarray, augment_config, num_clusters: int, *, seed
     """
     from mixem_tf.readouts import ReadoutSpec, fit_readout
 
-    chosen = images[sample_indices(len(images), MAX_IMAGES, seed)]
+    chosen = read_rows(images, sample_indices(len(images), MAX_IMAGES, seed))
     clean, augmented = pixel_views(chosen, augment_config, seed=seed)
     readout = fit_readout(ReadoutSpec("pixels", False, "kmeans"), {"pixels": clean},
                           num_clusters, run_clusters=num_clusters, settings=SKLEARN, seed=seed)

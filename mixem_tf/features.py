@@ -35,13 +35,15 @@ LABELS_KEY = "__labels__"
 
 def embed(model, images, *, batch_size: int = 256, augment_seed: int | None = None) -> dict:
     """The method's evaluation features of uint8 `images` as float32 arrays, batch by batch
-    (the images may be a memory map; only one batch is read at a time).
+    (the images may be a memory map; one batch is read at a time, `read_rows`).
 
     Args:
         augment_seed: None for the clean images; else one augmented view of each image,
             drawn by the method's own view pipeline from this seed.
     """
     from keras import ops
+
+    from mixem_tf.data.cache import read_rows
 
     augmenter = None
     if augment_seed is not None:
@@ -50,7 +52,7 @@ def embed(model, images, *, batch_size: int = 256, augment_seed: int | None = No
         augmenter = Augmenter(model.augment_config, seed=augment_seed)
     out = None
     for start in range(0, len(images), batch_size):
-        batch = np.asarray(images[start:start + batch_size])
+        batch = np.asarray(read_rows(images, slice(start, start + batch_size)))
         if augmenter is None:
             outputs = model.embed(batch)
         else:

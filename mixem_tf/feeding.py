@@ -3,12 +3,11 @@
 One stream runs through every remaining epoch in order; epoch e's sample order is a function
 of (seed, e) alone, so a run resumed at epoch e sees exactly the batches an uninterrupted run
 would. `fit` gets it with `steps_per_epoch`, so Keras never resets it between epochs. A batch is
-one `np.take` of its rows (a C loop that releases the GIL, no per-image Python work), gathered
+one gather of its rows (`np.take` in memory, a read per row from a file), gathered
 ahead of time by `workers` threads, or under TensorFlow by a parallel `tf.data` map
 (`EpochBatches.tf_dataset`), in order either way; augmentation happens later, on the
-accelerator, inside the training step. A memory map larger than `RESIDENT_BYTES` has its pages
-handed back to the page cache after every `RESIDENT_BYTES` read, so the resident set does not
-grow with the dataset; a smaller one stays mapped (re-mapping pages costs as much as copying).
+accelerator, inside the training step. From a memory map the rows are read from its file
+(`read_rows`), so the process's memory does not grow with the dataset.
 """
 
 from __future__ import annotations
@@ -19,12 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from mixem_tf.data.cache import release_pages
+from mixem_tf.data.cache import read_rows
 
-__all__ = ["DEFAULT_WORKERS", "EpochBatches", "RESIDENT_BYTES", "epoch_permutation"]
+__all__ = ["DEFAULT_WORKERS", "EpochBatches", "epoch_permutation"]
 
 DEFAULT_WORKERS = 2  # gathering threads
-RESIDENT_BYTES = 2**30  # most of a memory map kept resident by the feed
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> np.ndarray:
@@ -66,9 +64,6 @@ class EpochBatches:
         self.prefetch = int(prefetch)
         self.workers = max(1, int(workers))
         self.make_batch = make_batch
-        batch_bytes = self.batch_size * int(np.prod(images.shape[1:]))
-        small = images.nbytes <= RESIDENT_BYTES
-        self._release_every = None if small else max(1, RESIDENT_BYTES // batch_bytes)
         self._orders: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -93,12 +88,10 @@ class EpochBatches:
         batch = index * self.shard_count + self.shard_index
         rows = self._order(self.start_epoch + epoch)[batch * self.batch_size:
                                                      (batch + 1) * self.batch_size]
-        if self._release_every and step % self._release_every == self._release_every - 1:
-            release_pages(self.images)
         if self.make_batch is not None:
             epoch_seed = self.start_epoch + epoch
             return self.make_batch(rows, np.random.default_rng([self.seed, epoch_seed, batch]))
-        return np.take(self.images, rows, axis=0)
+        return read_rows(self.images, rows)
 
     def epoch(self, epoch: int):
         """The batches of one epoch, in order."""

@@ -191,12 +191,52 @@ def test_decoding_processes_fill_the_same_entry(photos, decoded_cache):
                                             for i in (0, 77, 199)]))
 
 
-def test_release_pages_keeps_the_data(photos):
-    ds = _load(photos)
-    before = np.array(ds.images)
-    cache_module.release_pages(ds.images)
-    np.testing.assert_array_equal(ds.images, before)
-    cache_module.release_pages(before)  # an in-memory array: nothing to do
+def _memory_map(tmp_path, rows=1000, shape=(32, 32, 3)):
+    values = np.random.default_rng(0).integers(0, 256, (rows, *shape), dtype=np.uint8)
+    values.tofile(tmp_path / "rows.u8")
+    return values, np.memmap(tmp_path / "rows.u8", np.uint8, "r", shape=values.shape)
+
+
+@pytest.mark.parametrize("rows", [[7, 0, 899, 7, -1], np.arange(20, 40), [],
+                                  slice(None), slice(5, 900, 7), slice(998, 2000)])
+@pytest.mark.parametrize("mapped_bytes", [0, 2**30])  # read from the file, through the map
+def test_read_rows_gives_what_indexing_gives(tmp_path, monkeypatch, rows, mapped_bytes):
+    monkeypatch.setattr(cache_module, "MAPPED_BYTES", mapped_bytes)
+    values, mapped = _memory_map(tmp_path)
+    for images, expected in ((mapped, values), (mapped[100:], values[100:])):
+        got = cache_module.read_rows(images, rows)
+        assert got.shape == expected[rows].shape
+        assert type(got) is np.ndarray or mapped_bytes  # read from the file: in memory
+        np.testing.assert_array_equal(got, expected[rows])
+        np.testing.assert_array_equal(cache_module.read_rows(expected, rows), expected[rows])
+    with pytest.raises(IndexError, match="index 1000 is out of bounds"):
+        cache_module.read_rows(mapped, [3, 1000])
+
+
+def _mapped_kib(path) -> int:
+    """Resident KiB of `path`'s mappings in this process (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if line[:1].isdigit() or line[:1] in "abcdef":  # a mapping's header line
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux's smaps")
+def test_reading_shuffled_rows_of_a_large_map_maps_none_of_the_file(tmp_path, monkeypatch):
+    """Rows read through a map pull in the pages around them; read_rows reads the file of a
+    map larger than MAPPED_BYTES."""
+    values, mapped = _memory_map(tmp_path, rows=2000)
+    monkeypatch.setattr(cache_module, "MAPPED_BYTES", mapped.nbytes - 1)
+    order = np.random.default_rng(1).permutation(len(values))
+    for start in range(0, len(order), 100):
+        cache_module.read_rows(mapped, order[start:start + 100])
+    assert _mapped_kib(tmp_path / "rows.u8") == 0
+    np.take(mapped, order[:100], axis=0)  # through the map, for contrast
+    assert _mapped_kib(tmp_path / "rows.u8") >= 100 * values[0].nbytes // 1024
 
 
 def test_cache_folder_follows_the_environment(monkeypatch, tmp_path):

@@ -40,13 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CACHE_ENV", "CacheEntry", "cache_root", "release_pages"]
+__all__ = ["CACHE_ENV", "CacheEntry", "MAPPED_BYTES", "cache_root", "read_rows"]
 
 CACHE_ENV = "MIXEM_TF_CACHE"
 INDEX_FILE = "index.npz"
 LOCK_FILE = "lock"
 IMAGES_PREFIX = "images-"
 FORMAT_VERSION = 1  # bump when the decoding or the layout changes: old entries are not read
+MAPPED_BYTES = 2**30  # a memory map up to this size is read through the map (`read_rows`)
 
 
 def cache_root() -> Path:
@@ -179,15 +180,64 @@ def split_paths(array: np.ndarray) -> list[str]:
     return bytes(array).decode("utf-8", "surrogateescape").split("\0")
 
 
-def release_pages(images: np.ndarray) -> None:
-    """Drops the pages of `images`' memory map from this process (they stay in the page
-    cache, so reading them again costs no disk): after reading a whole epoch through a map,
-    the resident set is back to what the model needs. Does nothing for an in-memory array."""
-    base = images
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "base", None)
-    if base is not None and hasattr(base, "madvise"):
-        base.madvise(mmap.MADV_DONTNEED)
+def read_rows(images: np.ndarray, rows) -> np.ndarray:
+    """``images[rows]`` (`rows`: a slice or integer indices along the first axis). From a
+    memory map of a file larger than `MAPPED_BYTES`, the rows are read from the file
+    (`os.preadv`) into memory, not through the map: reading a row through a map makes the
+    kernel map the pages around it too (fault-around, 64 KiB on Linux), so a shuffled epoch
+    would map the whole file into the process, while a read leaves the pages in the page
+    cache only. A smaller map (faster: its pages stay mapped, at most `MAPPED_BYTES`) and an
+    in-memory array are indexed as usual (`np.take`; a slice stays a view)."""
+    located = _file_rows(images) if images.nbytes > MAPPED_BYTES else None
+    if located is None:
+        return images[rows] if isinstance(rows, slice) else np.take(images, rows, axis=0)
+    path, first_byte, row_bytes = located
+    count = len(images)
+    if isinstance(rows, slice):
+        start, stop, step = rows.indices(count)
+        if step == 1:
+            return _read(path, images, [(first_byte + start * row_bytes,
+                                        max(0, stop - start) * row_bytes)], max(0, stop - start))
+        rows = range(start, stop, step)
+    rows = np.asarray(rows, np.int64).reshape(-1)
+    outside = rows[(rows < -count) | (rows >= count)]
+    if outside.size:  # numpy's words
+        raise IndexError(f"index {outside[0]} is out of bounds for axis 0 with size {count}")
+    rows = np.where(rows < 0, rows + count, rows)
+    return _read(path, images, [(first_byte + int(r) * row_bytes, row_bytes)
+                                for r in rows.tolist()], len(rows))
+
+
+def _file_rows(images):
+    """(file, byte position of row 0, bytes per row) of a C-contiguous array whose memory is a
+    memory map of a file (an `np.memmap` or a view of one); None for anything else."""
+    if images.ndim == 0 or not images.flags.c_contiguous:
+        return None
+    memmap, mapping = None, images
+    while mapping is not None and not isinstance(mapping, mmap.mmap):
+        if memmap is None and isinstance(mapping, np.memmap) and mapping.filename:
+            memmap = mapping
+        mapping = getattr(mapping, "base", None)
+    if memmap is None or mapping is None:
+        return None
+    mapped_at = np.frombuffer(mapping, np.uint8).ctypes.data  # where the map starts in memory
+    file_start = memmap.offset - memmap.offset % mmap.ALLOCATIONGRANULARITY
+    row_bytes = images.itemsize * int(np.prod(images.shape[1:]))
+    return memmap.filename, file_start + images.ctypes.data - mapped_at, row_bytes
+
+
+def _read(path, images, ranges, count: int) -> np.ndarray:
+    """`count` rows of `images`' shape and type read from `path`'s byte `ranges` in order."""
+    out = np.empty((count, *images.shape[1:]), images.dtype)
+    buffer, done = memoryview(out.reshape(-1).view(np.uint8)), 0
+    with open(path, "rb", buffering=0) as handle:
+        for position, size in ranges:
+            while size:  # one read returns at most ~2 GiB
+                got = os.preadv(handle.fileno(), [buffer[done:done + size]], position)
+                if got == 0:
+                    raise OSError(f"{path}: shorter than its index says (changed while in use?)")
+                done, position, size = done + got, position + got, size - got
+    return out
 
 
 def _entries(root: Path):

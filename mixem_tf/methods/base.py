@@ -194,10 +194,12 @@ class ClusteringMethod(MethodDeclaration, keras.Model):
 
     def training_batch(self, images, indices, rng):
         """The uint8 array the training step gets for the samples `indices` of the training
-        `images`: by default `images[indices]`. Runs in the feeder's thread (numpy only);
+        `images`: by default `images[indices]` (`read_rows`). Runs in the feeder's thread;
         `rng` is a numpy Generator seeded by (seed, epoch, step), so a resumed run gets the
         batches an uninterrupted one would. Its first axis must stay the batch."""
-        return images[indices]
+        from mixem_tf.data.cache import read_rows
+
+        return read_rows(images, indices)
 
     def on_train_epoch_begin(self, epoch: int) -> None:
         """Before each epoch (0-based): sets `epoch`."""

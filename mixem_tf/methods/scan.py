@@ -26,6 +26,7 @@ import sys
 import keras
 import numpy as np
 
+from mixem_tf.data.cache import read_rows
 from mixem_tf.losses import scan_loss
 from mixem_tf.methods.declarations.scan import ScanDeclaration
 from mixem_tf.methods.stages import SourceStage, source_assignments
@@ -83,7 +84,7 @@ class SCAN(ScanDeclaration, SourceStage):
         candidates = np.concatenate([indices[:, None], self.neighbours[indices]], axis=1)
         partner = candidates[np.arange(len(indices)),
                              rng.integers(0, candidates.shape[1], len(indices))]
-        return np.stack([images[indices], images[partner]], axis=1)
+        return np.stack([read_rows(images, indices), read_rows(images, partner)], axis=1)
 
     def make_views(self, images):
         augment = (self.strong_augmenter if self.options.augmentation == "strong"
