@@ -169,6 +169,7 @@ def test_files_are_created_with_the_users_umask(tmp_path, umask):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.slow  # backend-neutral: choosing the checkpoint; resume under JAX: test_mice
 def test_resuming_past_a_corrupt_checkpoint_ends_as_a_clean_run(tmp_path):
     # A 2-epoch run; a copy whose epoch-2 checkpoint was truncated resumes from epoch 1 and
     # must end with exactly the weights of the original's epoch 2.

@@ -151,6 +151,7 @@ def test_the_objective_images_are_a_fixed_sample_of_at_most_max_images():
     np.testing.assert_array_equal(objectives.objective_images(images[:10]), images[:10])
 
 
+@pytest.mark.slow  # backend-neutral: the objectives' numpy code
 def test_shuffling_the_labels_leaves_every_objective_unchanged():
     """The evidence of a trial comes from the images, the model and the read-out's centroids
     (K-means, which never sees labels); labels only change the reported ACC."""
