@@ -122,9 +122,13 @@ def _reference_batches(images, batch, seed, epochs, shard=(0, 1)):
             yield images[order[b * batch:(b + 1) * batch]]
 
 
+@pytest.mark.parametrize("mapped_bytes", [2**30, 0])  # rows read through the map; from the file
 @pytest.mark.parametrize("workers, prefetch", [(1, 0), (3, 2), (2, 8)])
 def test_gathering_threads_give_the_batches_of_one_thread_from_a_memory_map(
-        tmp_path, workers, prefetch):
+        tmp_path, monkeypatch, workers, prefetch, mapped_bytes):
+    from mixem_tf.data import cache
+
+    monkeypatch.setattr(cache, "MAPPED_BYTES", mapped_bytes)
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, (103, 4, 5, 3), dtype=np.uint8)
     data.tofile(tmp_path / "images.u8")
