@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from mixem_tf.data.cache import read_rows
+
 __all__ = [
     "DatasetUnavailableError",
     "ImageDataset",
@@ -231,7 +233,7 @@ class ImageDataset:
         """One epoch of uint8 image batches ``[batch_size, H, W, C]``; never labels.
 
         With `shuffle`, one permutation from ``np.random.default_rng(seed)`` orders the epoch
-        and each batch is gathered by fancy indexing (a copy); pass a different seed per epoch
+        and each batch is gathered as a copy (`read_rows`); pass a different seed per epoch
         (e.g. ``seed=base_seed + epoch``). Without `shuffle`, batches are read-only views in
         storage order. `drop_remainder` drops the last, short batch (fixed-B losses need it,
         docs/METHODS.md §5.12).
@@ -245,7 +247,8 @@ class ImageDataset:
         images = self.images
         if shuffle:
             order = np.random.default_rng(seed).permutation(n)
-            return (images[order[i : i + batch_size]] for i in range(0, stop, batch_size))
+            return (read_rows(images, order[i : i + batch_size])
+                    for i in range(0, stop, batch_size))
         view = images.view()
         view.flags.writeable = False
         return (view[i : i + batch_size] for i in range(0, stop, batch_size))
